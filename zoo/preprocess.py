@@ -1,0 +1,48 @@
+"""The one place for normalisation constants, the resize policy and post-processing defaults.
+
+Evaluation, export and serving read these values from a model's spec (or from the metadata an export carries);
+none of them keeps a second copy of the numbers.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+# ImageNet statistics on the [0, 1] scale. MMDetection's [123.675, 116.28, 103.53] / [58.395, 57.12, 57.375] on the
+# [0, 255] scale in RGB order are the same numbers divided by 255.
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an image becomes a model input and how raw detections are kept.
+
+    Images enter models as RGB float tensors on [0, 1]; the model normalises with ``mean``/``std`` and resizes so
+    that the short side is ``min_size`` and the long side at most ``max_size`` (the paper's 800x1333), padding to a
+    multiple of ``size_divisible``.
+    """
+
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    min_size: int = 800
+    max_size: int = 1333
+    size_divisible: int = 32
+    score_threshold: float = 0.05
+    nms_threshold: float = 0.5
+    max_detections: int = 100
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Preprocessing":
+        data = dict(data)
+        for key in ("mean", "std"):
+            if key in data:
+                data[key] = tuple(data[key])
+        return cls(**data)
+
+
+DETECTION_800 = Preprocessing()
+SEGMENTATION_512 = Preprocessing(min_size=512, max_size=512, size_divisible=8, score_threshold=0.0, max_detections=0)
