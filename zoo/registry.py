@@ -5,7 +5,7 @@ import difflib
 import fnmatch
 from dataclasses import dataclass, field
 
-from .preprocess import DETECTION_800, SEGMENTATION_512, Preprocessing
+from .preprocess import Preprocessing
 
 
 @dataclass(frozen=True)
@@ -17,6 +17,7 @@ class Metric:
     name: str  # e.g. "box AP", "mIoU", "AP50"
     value: float
     source: str
+    of_these_weights: bool = True  # False: a paper's figure for the recipe, not a measurement of weights we ship
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,15 @@ class ModelSpec:
     datasets: tuple[str, ...] = ()
     version: str = "1"
     description: str = ""
+    background: bool = True  # segmentation: whether output 0 is a background class not in `categories`
+    alias_of: str | None = None
+
+    @property
+    def num_outputs(self) -> int:
+        """Classifier width: categories plus background (always for detectors)."""
+        from .categories import get_categories
+
+        return len(get_categories(self.categories)) + (1 if self.background or self.task == "detection" else 0)
 
     @property
     def published(self) -> bool:
@@ -58,10 +68,14 @@ def list_models(pattern: str = "*") -> list[str]:
     return sorted(n for n in _SPECS if fnmatch.fnmatchcase(n, pattern))
 
 
+class UnknownModelError(LookupError):
+    """No model of that name is registered."""
+
+
 def get_spec(name: str) -> ModelSpec:
     try:
         return _SPECS[name]
     except KeyError:
         close = difflib.get_close_matches(name, list(_SPECS), n=5, cutoff=0.4)
         hint = f"; did you mean {', '.join(close)}?" if close else f"; known models: {', '.join(sorted(_SPECS))}"
-        raise KeyError(f"unknown model {name!r}{hint}") from None
+        raise UnknownModelError(f"unknown model {name!r}{hint}") from None

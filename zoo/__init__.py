@@ -1,0 +1,12 @@
+"""objects365-zoo: Objects365-pretrained detectors in one line.
+
+>>> import zoo
+>>> model = zoo.load("fpn_r50_obj365")              # MMDetection's best Objects365 Faster R-CNN, converted
+>>> model = zoo.load("fpn_r50_obj365", categories="coco")   # head transferred to COCO-80 through the mapping
+"""
+from . import specs as _specs  # noqa: F401  (registers every named model)
+from .api import NoPublishedWeightsError, load
+from .registry import Metric, ModelSpec, UnknownModelError, get_spec, list_models
+
+__all__ = ["load", "list_models", "get_spec", "ModelSpec", "Metric", "UnknownModelError", "NoPublishedWeightsError"]
+__version__ = "0.1.0"

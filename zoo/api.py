@@ -1,0 +1,182 @@
+"""``zoo.load``: resolve a name, fetch and verify its weights, convert them, and return a ready model."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+from .registry import ModelSpec, get_spec
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+
+class NoPublishedWeightsError(LookupError):
+    """The registry names the model but no weights have been published for it yet."""
+
+
+def load(
+    name: str,
+    pretrained: bool = True,
+    num_classes: int | None = None,
+    categories: str | Sequence[str] | None = None,
+    device: "str | torch.device | None" = None,
+    *,
+    head: str = "transfer",
+    mirror: str | None = None,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> "nn.Module":
+    """Return the model ``name`` (a registry name or a path to one of our ``.safetensors`` files) in eval mode.
+
+    - ``pretrained``: fetch (hub: cache, sha256, mirror) and load the published weights; a foreign layout is
+      converted once and the converted safetensors cached beside the download.
+    - ``categories``: a category key (``"coco"``, ``"voc"``...) or a list of names: the class head is transferred
+      through the category mapping (mapped rows copied, background kept, the rest freshly initialised: the paper's
+      backbone-and-head transfer). ``head="reinit"`` reinitialises the whole class head (backbone-only transfer).
+    - ``num_classes``: a fresh head with that many classes (background included for detectors) when no names are
+      given.
+    The model carries ``model.categories`` (names of labels 1..C) and ``model.spec``.
+    """
+    from . import models
+    from .categories import get_categories
+
+    spec, weights = _resolve(name)
+    src_names = _spec_categories(spec, weights)
+    model = models.build(spec.arch, len(src_names) + _extra(spec), preprocessing=spec.preprocessing,
+                         **spec.build_kwargs)
+    if pretrained:
+        state_dict = _pretrained_state_dict(spec, weights, mirror=mirror, cache_dir=cache_dir, progress=progress)
+        _load_strict(model, state_dict, spec, len(src_names))
+
+    names = src_names
+    if categories is not None or num_classes is not None or head != "transfer":
+        if head not in ("transfer", "reinit"):
+            raise ValueError(f"head must be 'transfer' or 'reinit', not {head!r}")
+        if categories is not None:
+            names = tuple(get_categories(categories)) if isinstance(categories, str) else tuple(categories)
+            if num_classes is not None and num_classes != len(names) + _extra(spec):
+                raise ValueError(f"num_classes={num_classes} disagrees with {len(names)} categories "
+                                 f"(+{_extra(spec)} background)")
+        elif num_classes is not None:
+            names = tuple(f"class_{i}" for i in range(1, num_classes + 1 - _extra(spec)))
+        model = _transfer(model, spec, src_names, names, head, categories is not None)
+
+    model.categories = tuple(names)
+    model.spec = spec
+    model.eval()
+    if device is not None:
+        model.to(device)
+    return model
+
+
+def _extra(spec: ModelSpec) -> int:
+    return 1 if spec.task == "detection" or spec.background else 0
+
+
+def _resolve(name: str) -> tuple[ModelSpec, Path | None]:
+    """A registry name, or a path to one of our safetensors files whose metadata carries its spec."""
+    path = Path(name)
+    if name.endswith(".safetensors") and path.is_file():
+        from .checkpoint import load_weights
+        from .registry import Metric
+        from .preprocess import Preprocessing
+
+        _, meta = load_weights(path)
+        if "spec" not in meta:
+            raise ValueError(f"{path} has no 'spec' metadata: it was not written by objects365-zoo; "
+                             f"convert it first with `zoo convert`")
+        data = json.loads(meta["spec"])
+        data["preprocessing"] = Preprocessing.from_dict(data["preprocessing"])
+        data["metrics"] = tuple(Metric(**m) for m in data.get("metrics", ()))
+        data["datasets"] = tuple(data.get("datasets", ()))
+        data.update(source=str(path.resolve()), sha256=None, converter=None)
+        return ModelSpec(**data), path
+    return get_spec(name), None
+
+
+def _spec_categories(spec: ModelSpec, weights: Path | None) -> tuple[str, ...]:
+    from .categories import get_categories
+
+    if weights is not None:
+        from .checkpoint import load_weights
+
+        meta = load_weights(weights)[1]
+        if "categories" in meta:
+            return tuple(json.loads(meta["categories"]))
+    return tuple(get_categories(spec.categories))
+
+
+def _pretrained_state_dict(spec: ModelSpec, weights: Path | None, **fetch_kw) -> dict:
+    from . import hub
+    from .checkpoint import load_weights
+
+    if weights is not None:
+        return load_weights(weights)[0]
+    if spec.source is None:
+        raise NoPublishedWeightsError(f"{spec.name}: {spec.description}")
+    path = hub.fetch(spec.source, sha256=spec.sha256, **fetch_kw)
+    if spec.converter is None:
+        return load_weights(path)[0]
+    return _converted(spec, Path(path))
+
+
+def _converted(spec: ModelSpec, path: Path) -> dict:
+    """Convert a foreign checkpoint once; the result is cached as safetensors beside the download."""
+    from .categories import check_categories
+    from .checkpoint import load_weights, save_weights
+    from .convert import get_converter, read_foreign_checkpoint
+
+    cached = path.with_name(path.name + f".{spec.converter}.safetensors")
+    if cached.is_file():
+        state_dict, meta = load_weights(cached)
+        if meta.get("source_sha256_prefix") == spec.sha256:
+            return state_dict
+    state_dict, meta = read_foreign_checkpoint(path)
+    class_names = _meta_classes(meta)
+    if class_names is not None:
+        check_categories(class_names, spec.categories)
+    state_dict = get_converter(spec.converter)(state_dict)
+    save_weights(state_dict, cached, {"model": spec.name, "source": spec.source,
+                                      "source_sha256_prefix": spec.sha256 or ""})
+    return state_dict
+
+
+def _meta_classes(meta: dict | None) -> list[str] | None:
+    """MMDetection stores its class list as meta['CLASSES'] (2.x) or meta['dataset_meta']['classes'] (3.x)."""
+    if not isinstance(meta, dict):
+        return None
+    classes = meta.get("CLASSES") or (meta.get("dataset_meta") or {}).get("classes")
+    return list(classes) if classes else None
+
+
+def _load_strict(model: "nn.Module", state_dict: dict, spec: ModelSpec, num_categories: int) -> None:
+    from .convert import class_count
+
+    found = class_count(state_dict, spec.arch)
+    expected = num_categories + _extra(spec)
+    if found is not None and found != expected:
+        raise ValueError(
+            f"{spec.name}: the checkpoint has {found - _extra(spec)} classes but the model expects "
+            f"{num_categories} ({spec.categories}); it belongs to another category list"
+        )
+    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"{spec.name}: checkpoint does not fit architecture {spec.arch}: "
+            f"{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})"
+        )
+
+
+def _transfer(model: "nn.Module", spec: ModelSpec, src: Sequence[str], dst: Sequence[str], head: str,
+              by_name: bool) -> "nn.Module":
+    from . import models
+    from .categories import map_indices
+    from .convert.transfer import transfer_head
+
+    mapping = map_indices(list(src), list(dst)) if by_name else [None] * len(dst)
+    state_dict = transfer_head(model.state_dict(), spec.arch, mapping, mode=head)
+    new = models.build(spec.arch, len(dst) + _extra(spec), preprocessing=spec.preprocessing, **spec.build_kwargs)
+    new.load_state_dict(state_dict, strict=True)
+    return new

@@ -1,0 +1,65 @@
+"""Reading and writing weights safely.
+
+Our weights are safetensors with the spec's metadata; foreign checkpoints (e.g. MMDetection ``.pth``) load with
+``torch.load(..., weights_only=True)`` so that a pickle carrying arbitrary objects is refused. Every write goes to a
+temporary file in the destination folder and is renamed into place, so an interrupted write never leaves a half file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+FORMAT = "objects365-zoo/1"
+
+
+class UnsafeCheckpointError(RuntimeError):
+    """A checkpoint needs arbitrary Python objects to load; we refuse to unpickle it."""
+
+
+def save_weights(state_dict: Mapping[str, Any], path: str | Path, metadata: Mapping[str, Any] | None = None) -> Path:
+    """Write ``state_dict`` as safetensors at ``path`` atomically. Metadata values that are not strings are
+    stored as JSON."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"format": FORMAT}
+    for key, value in (metadata or {}).items():
+        meta[key] = value if isinstance(value, str) else json.dumps(value)
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state_dict.items()}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=meta)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def load_weights(path: str | Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """Read a safetensors file: ``(state_dict, metadata)``."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        metadata = dict(f.metadata() or {})
+        state_dict = {k: f.get_tensor(k) for k in f.keys()}
+    return state_dict, metadata
+
+
+def load_foreign(path: str | Path) -> Any:
+    """Load a foreign PyTorch checkpoint with ``weights_only=True``; refuse pickles that need arbitrary objects."""
+    import torch
+
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise UnsafeCheckpointError(
+            f"{path}: refused to load: the checkpoint contains Python objects beyond tensors and plain containers "
+            f"(loading it would run arbitrary code). Re-save it as a plain state dict or safetensors. ({exc})"
+        ) from None

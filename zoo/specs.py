@@ -1,0 +1,118 @@
+"""The named models: every entry of the registry, with its sources and published figures."""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from .preprocess import DETECTION_800, SEGMENTATION_512, Preprocessing
+from .registry import Metric, ModelSpec, register
+
+_MMDET_BASE = "https://download.openmmlab.com/mmdetection/v2.0/objects365/"
+# Box AP on the val split of the same Objects365 version: MMDetection configs/objects365/README.md (model zoo table).
+_MMDET_README = "MMDetection configs/objects365/README.md"
+_MMDET_LICENSE = "apache-2.0"
+_MMDET_NOTE = (
+    "Trained by OpenMMLab with MMDetection on Objects365; converted on load into torchvision's layout "
+    "(background row moved to index 0, box regressor widened). Built with compat='mmdet' so RoIAlign, anchors "
+    "and P6/P7 compute as they did in training. Objects365 images and annotations have their own terms of use."
+)
+_MMDET_1X = (
+    "MMDetection 1x: SGD lr 0.08 at 16 GPUs x 4 images, momentum 0.9, weight decay 1e-4, grad clip 35, "
+    "1000-iteration warmup, lr x0.1 at epochs 8 and 11, 12 epochs; resize (1333, 800) keep ratio, flip 0.5."
+)
+_MMDET_1350K = (
+    "Objects365 paper schedule (Shao et al. 2019, section 4.1) as run by MMDetection: 8 GPUs x 2 images, "
+    "lr {lr}, SyncBN, lr x0.1 at 900K and 1.2M iterations, 1.35M iterations; resize (1333, 800), flip 0.5."
+)
+
+
+def _mmdet(name: str, arch: str, version: str, folder: str, file: str, sha: str, ap: float, recipe: str,
+           converter: str) -> ModelSpec:
+    return register(ModelSpec(
+        name=name,
+        arch=arch,
+        task="detection",
+        categories=f"objects365_{version}",
+        source=f"{_MMDET_BASE}{folder}/{file}",
+        sha256=sha,
+        file_size=None,
+        converter=converter,
+        preprocessing=DETECTION_800,
+        license=_MMDET_LICENSE,
+        recipe=recipe,
+        build_kwargs={"compat": "mmdet"},
+        metrics=(Metric(f"Objects365 {version} val", "detection", "box AP", ap, _MMDET_README),),
+        datasets=(f"objects365_{version}",),
+        description=_MMDET_NOTE,
+    ))
+
+
+_FRCNN, _RETINA = "fasterrcnn_r50_fpn", "retinanet_r50_fpn"
+_mmdet("fpn_r50_obj365v1_1x", _FRCNN, "v1", "faster_rcnn_r50_fpn_16x4_1x_obj365v1",
+       "faster_rcnn_r50_fpn_16x4_1x_obj365v1_20221219_181226-9ff10f95.pth", "9ff10f95", 19.6, _MMDET_1X,
+       "mmdet_faster_rcnn")
+# The 3.x config of this model inherits the v2 dataset config, but the 2.x config and the file name say v1:
+# treated as v1 order; the checkpoint's own meta class list is checked on load.
+_FPN_BEST = _mmdet("fpn_r50_obj365v1_syncbn_1350k", _FRCNN, "v1", "faster_rcnn_r50_fpn_syncbn_1350k_obj365v1",
+                   "faster_rcnn_r50_fpn_syncbn_1350k_obj365v1_20220510_142457-337d8965.pth", "337d8965", 22.3,
+                   _MMDET_1350K.format(lr=0.02), "mmdet_faster_rcnn")
+_mmdet("fpn_r50_obj365v2_1x", _FRCNN, "v2", "faster_rcnn_r50_fpn_16x4_1x_obj365v2",
+       "faster_rcnn_r50_fpn_16x4_1x_obj365v2_20221220_175040-5910b015.pth", "5910b015", 19.8, _MMDET_1X,
+       "mmdet_faster_rcnn")
+_mmdet("retinanet_r50_obj365v1_1x", _RETINA, "v1", "retinanet_r50_fpn_1x_obj365v1",
+       "retinanet_r50_fpn_1x_obj365v1_20221219_181859-ba3e3dd5.pth", "ba3e3dd5", 14.8, _MMDET_1X,
+       "mmdet_retinanet")
+_RETINA_BEST = _mmdet("retinanet_r50_obj365v1_syncbn_1350k", _RETINA, "v1", "retinanet_r50_fpn_syncbn_1350k_obj365v1",
+                      "retinanet_r50_fpn_syncbn_1350k_obj365v1_20220513_111237-7517c576.pth", "7517c576", 18.0,
+                      _MMDET_1350K.format(lr=0.01), "mmdet_retinanet")
+_mmdet("retinanet_r50_obj365v2_1x", _RETINA, "v2", "retinanet_r50_fpn_1x_obj365v2",
+       "retinanet_r50_fpn_1x_obj365v2_20221223_122105-d9b191f1.pth", "d9b191f1", 16.7, _MMDET_1X,
+       "mmdet_retinanet")
+
+# The short names users type name the best checkpoint of each architecture.
+register(replace(_FPN_BEST, name="fpn_r50_obj365", alias_of=_FPN_BEST.name))
+register(replace(_RETINA_BEST, name="retinanet_r50_obj365", alias_of=_RETINA_BEST.name))
+
+
+# Finetuned targets: the recipes exist in `training`; no weights are published yet.
+_PAPER = "Shao et al. 2019, Objects365 (ICCV), abstract"
+
+
+def _target(name: str, arch: str, categories: str, recipe: str, init: str, *, task: str = "detection",
+            preprocessing: Preprocessing = DETECTION_800, background: bool = True,
+            metrics: tuple[Metric, ...] = ()) -> None:
+    register(ModelSpec(
+        name=name,
+        arch=arch,
+        task=task,
+        categories=categories,
+        source=None,
+        sha256=None,
+        file_size=None,
+        converter=None,
+        preprocessing=preprocessing,
+        license="apache-2.0",
+        recipe=f"python -m training train {recipe} --init {init}",
+        metrics=metrics,
+        datasets=("objects365_v1", categories),
+        background=background,
+        description=(
+            f"No published weights exist yet. Produce them with `python -m training train {recipe} --init {init}`, "
+            f"which finetunes {init} with its head transferred through the Objects365 -> {categories} category "
+            "mapping, then register the result (training's publish step writes the spec)."
+        ),
+    ))
+
+
+_target("fpn_r50_obj365_coco", _FRCNN, "coco", "coco_finetune_paper", "fpn_r50_obj365",
+        metrics=(Metric("COCO val2017", "detection", "box AP", 42.0, _PAPER + " (Faster R-CNN FPN, vs 36.4 from "
+                        "ImageNet); the paper's figure for this recipe, not weights we ship", of_these_weights=False),))
+_target("retinanet_r50_obj365_coco", _RETINA, "coco", "coco_finetune_paper", "retinanet_r50_obj365")
+_target("fpn_r50_obj365_voc", _FRCNN, "voc", "voc_finetune", "fpn_r50_obj365")
+_target("fpn_r50_obj365_citypersons", _FRCNN, "citypersons", "citypersons_finetune", "fpn_r50_obj365")
+_target("pspnet_r50_obj365_voc", "pspnet_r50", "voc", "pspnet_voc", "fpn_r50_obj365", task="segmentation",
+        preprocessing=SEGMENTATION_512)
+_target("pspnet_r50_obj365_ade20k", "pspnet_r50", "ade20k", "pspnet_ade20k", "fpn_r50_obj365",
+        task="segmentation", preprocessing=SEGMENTATION_512, background=False)
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
