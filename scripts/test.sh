@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Set up a fresh machine for the test suite and run it: virtualenv, the package with every extra, the system
+# browser for the demo-page test, then pytest. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --upgrade pip
+"$VENV/bin/python" -m pip install -q -e ".[all,test]"
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+      || echo "warning: could not install chromium; the demo-page browser test will be skipped" >&2
+  else
+    echo "warning: chromium missing and not root; the demo-page browser test will be skipped" >&2
+  fi
+fi
+exec "$VENV/bin/python" -m pytest -q "$@"
