@@ -1,0 +1,182 @@
+"""Faster R-CNN R50-FPN on torchvision, with an MMDetection-compatible numeric mode.
+
+``compat="mmdet"`` reproduces MMDetection's Faster R-CNN R50-FPN test path (configs/_base_/models/faster-rcnn_r50_fpn.py
+and the mmdet/mmcv code it names) where it differs from torchvision:
+
+- RoI pooling: mmcv ``RoIAlign`` is ``aligned=True, sampling_ratio=0`` with fixed strides (4, 8, 16, 32) and the
+  level rule ``floor(log2(sqrt(area) / 56 + 1e-6))``; torchvision's ``MultiScaleRoIAlign`` uses ``aligned=False,
+  sampling_ratio=2``;
+- anchors: MMDetection's ``AnchorGenerator`` keeps unrounded base anchors; torchvision rounds them to integers;
+- RPN training proposals: MMDetection keeps 1000 after NMS (``rpn_proposal.max_per_img``), torchvision 2000.
+
+The same in both: ResNet-50 "pytorch" style (stride in the 3x3 conv), BN eps 1e-5 frozen at test time, FPN with
+nearest upsampling and P6 = max-pool(P5), ratio-major anchor order and anchor-major head channels, RPN per-level
+top-1000 then per-level NMS 0.7 keeping 1000, level mapping equivalent to k0=4/224, box coder weights (10, 10, 5, 5)
+with the same clamp, score threshold 0.05, class-wise NMS 0.5, 100 detections.
+Left as they are (sub-pixel or negligible): MMDetection rounds the resized size to nearest (torchvision floors) and
+resizes the uint8 image with OpenCV; torchvision drops boxes narrower than 0.01 px before the final NMS.
+
+Shared helpers of the ResNet builders (backbone weights, unrounded anchors, compat checks) live here as well.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import torch
+from safetensors.torch import load_file
+from torch import Tensor, nn
+from torchvision.models import resnet50
+from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign, roi_align
+
+from ..preprocess import DETECTION_800, Preprocessing
+from . import register_builder
+
+Compat = Literal["torchvision", "mmdet"]
+COMPAT_MODES: tuple[str, ...] = ("torchvision", "mmdet")
+
+
+def check_compat(compat: str) -> None:
+    if compat not in COMPAT_MODES:
+        raise ValueError(f"compat must be one of {COMPAT_MODES}, got {compat!r}")
+
+
+def load_backbone_weights(resnet: nn.Module, path: str | Path) -> None:
+    """Load an ImageNet ResNet state dict in torchvision's layout (``conv1.weight``, ``layer1.0...``; ``fc.*`` is
+    ignored) from a local ``.safetensors`` or ``.pth`` file. Nothing is downloaded."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained backbone file not found: {path}")
+    if path.suffix == ".safetensors":
+        state = load_file(str(path))
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises UnpicklingError or RuntimeError depending on the content
+            raise ValueError(f"{path}: not a plain tensor checkpoint (refused by weights_only loading): {exc}") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    state = {k: v for k, v in state.items() if not k.startswith("fc.") and not k.endswith("num_batches_tracked")}
+    missing, unexpected = resnet.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("fc.")]
+    if missing or unexpected:
+        raise ValueError(
+            f"{path}: not a torchvision ResNet state dict ({len(missing)} missing keys, e.g. {missing[:3]}; "
+            f"{len(unexpected)} unexpected, e.g. {unexpected[:3]})"
+        )
+
+
+def resnet50_body(
+    pretrained_backbone: str | Path | None, *, norm_layer: type[nn.Module] = FrozenBatchNorm2d, **kwargs
+) -> nn.Module:
+    """torchvision ResNet-50 with random weights, or with the weights of a local file."""
+    body = resnet50(weights=None, norm_layer=norm_layer, **kwargs)
+    if pretrained_backbone is not None:
+        load_backbone_weights(body, pretrained_backbone)
+    return body
+
+
+class UnroundedAnchorGenerator(AnchorGenerator):
+    """torchvision's AnchorGenerator without rounding the base anchors (MMDetection's ``AnchorGenerator``)."""
+
+    def generate_anchors(
+        self,
+        scales: list[float],
+        aspect_ratios: list[float],
+        dtype: torch.dtype = torch.float32,
+        device: torch.device = torch.device("cpu"),
+    ) -> Tensor:
+        scales_t = torch.as_tensor(scales, dtype=dtype, device=device)
+        ratios = torch.as_tensor(aspect_ratios, dtype=dtype, device=device)
+        h_ratios = torch.sqrt(ratios)
+        w_ratios = 1 / h_ratios
+        ws = (w_ratios[:, None] * scales_t[None, :]).view(-1)
+        hs = (h_ratios[:, None] * scales_t[None, :]).view(-1)
+        return torch.stack([-ws, -hs, ws, hs], dim=1) / 2
+
+
+class MMDetRoIAlign(MultiScaleRoIAlign):
+    """Multi-level RoIAlign as MMDetection's ``SingleRoIExtractor`` with mmcv ``RoIAlign``: fixed strides,
+    ``aligned=True``, adaptive sampling (``sampling_ratio=0``), level ``floor(log2(sqrt(wh) / 56 + 1e-6))``.
+    Subclasses torchvision's ``MultiScaleRoIAlign`` (which ``FasterRCNN`` requires) and replaces its pooling."""
+
+    def __init__(
+        self,
+        featmap_names: list[str],
+        strides: tuple[int, ...] = (4, 8, 16, 32),
+        output_size: int = 7,
+        sampling_ratio: int = 0,
+        finest_scale: float = 56.0,
+    ) -> None:
+        super().__init__(list(featmap_names), output_size, sampling_ratio)
+        if len(featmap_names) != len(strides):
+            raise ValueError("featmap_names and strides must have the same length")
+        self.strides = tuple(strides)
+        self.finest_scale = finest_scale
+
+    def forward(self, x: dict[str, Tensor], boxes: list[Tensor], image_shapes: list[tuple[int, int]]) -> Tensor:
+        feats = [x[name] for name in self.featmap_names]
+        rois = torch.cat(
+            [torch.cat([torch.full_like(b[:, :1], i), b], dim=1) for i, b in enumerate(boxes)], dim=0
+        )
+        scale = torch.sqrt((rois[:, 3] - rois[:, 1]) * (rois[:, 4] - rois[:, 2]))
+        levels = torch.floor(torch.log2(scale / self.finest_scale + 1e-6)).clamp(0, len(feats) - 1).long()
+        out = feats[0].new_zeros((rois.shape[0], feats[0].shape[1]) + self.output_size)
+        for level, (feat, stride) in enumerate(zip(feats, self.strides)):
+            idx = torch.where(levels == level)[0]
+            pooled = roi_align(
+                feat, rois[idx], self.output_size, spatial_scale=1.0 / stride,
+                sampling_ratio=self.sampling_ratio, aligned=True,
+            )
+            out[idx] = pooled.to(out.dtype)
+        return out
+
+
+def rpn_anchor_generator(compat: Compat) -> AnchorGenerator:
+    """Anchors of the R50-FPN RPN: one size per level (stride x 8), ratios 0.5/1/2."""
+    sizes = ((32,), (64,), (128,), (256,), (512,))
+    ratios = ((0.5, 1.0, 2.0),) * len(sizes)
+    cls = UnroundedAnchorGenerator if compat == "mmdet" else AnchorGenerator
+    return cls(sizes, ratios)
+
+
+@register_builder("fasterrcnn_r50_fpn")
+def fasterrcnn_r50_fpn(
+    num_classes: int,
+    *,
+    compat: Compat = "torchvision",
+    preprocessing: Preprocessing | None = None,
+    pretrained_backbone: str | Path | None = None,
+    trainable_backbone_layers: int = 3,
+    **kwargs,
+) -> FasterRCNN:
+    """torchvision ``FasterRCNN`` on ResNet-50-FPN with ``num_classes`` = C + 1 (label 0 background).
+
+    Backbone BatchNorm is frozen (``FrozenBatchNorm2d``), as MMDetection's ``norm_eval`` and torchvision's pretrained
+    detectors do. ``pretrained_backbone``: a local ImageNet ResNet-50 file (never downloaded).
+    ``kwargs`` go to ``FasterRCNN`` and override the values derived from ``preprocessing``.
+    """
+    check_compat(compat)
+    pre = preprocessing or DETECTION_800
+    backbone = _resnet_fpn_extractor(resnet50_body(pretrained_backbone), trainable_backbone_layers)
+    options: dict = dict(
+        min_size=pre.min_size,
+        max_size=pre.max_size,
+        image_mean=list(pre.mean),
+        image_std=list(pre.std),
+        size_divisible=pre.size_divisible,
+        box_score_thresh=pre.score_threshold,
+        box_nms_thresh=pre.nms_threshold,
+        box_detections_per_img=pre.max_detections,
+        rpn_anchor_generator=rpn_anchor_generator(compat),
+    )
+    if compat == "mmdet":
+        options.update(
+            box_roi_pool=MMDetRoIAlign(["0", "1", "2", "3"]),
+            rpn_post_nms_top_n_train=1000,
+        )
+    options.update(kwargs)
+    return FasterRCNN(backbone, num_classes=num_classes, **options)
