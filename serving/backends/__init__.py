@@ -1,0 +1,58 @@
+"""Inference backends behind one interface (:class:`Backend`): ``torch`` (in-process, default), ``onnxruntime``
+(in-process, from an ONNX export) and ``triton`` (a Triton Inference Server reached with tritonclient).
+
+Each module imports its heavy dependency only when its backend is created."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .base import Backend, Detections, ModelInfo, Result
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ..config import ServingConfig
+
+__all__ = ["Backend", "Detections", "ModelInfo", "Result", "create_backend", "model_info"]
+
+
+def model_info(model: "nn.Module", backend: str) -> ModelInfo:
+    """What the API reports for a model loaded by ``zoo.load`` (it carries ``.spec`` and ``.categories``)."""
+    spec = model.spec
+    categories = tuple(model.categories)
+    offset = 1 if spec.task == "detection" or getattr(spec, "background", True) else 0
+    pre = spec.preprocessing
+    return ModelInfo(name=spec.name, version=spec.version, task=spec.task, categories=categories, arch=spec.arch,
+                     backend=backend, score_threshold=pre.score_threshold, max_detections=pre.max_detections,
+                     label_offset=offset)
+
+
+def load_zoo_model(name: str, config: "ServingConfig") -> "nn.Module":
+    """``zoo.load`` with the server's device, weights and resize settings."""
+    import zoo
+
+    model = zoo.load(name, pretrained=config.pretrained, device=config.device)
+    if config.image_size is not None:
+        transform = getattr(model, "transform", None)
+        if transform is not None:  # torchvision's GeneralizedRCNNTransform
+            transform.min_size = (config.image_size,)
+            transform.max_size = config.image_size
+    return model
+
+
+def create_backend(name: str, config: "ServingConfig") -> Backend:
+    """The backend ``config.backend`` serving zoo model ``name``."""
+    if config.backend == "torch":
+        from .torch_backend import TorchBackend
+
+        model = load_zoo_model(name, config)
+        size = config.image_size or model.spec.preprocessing.min_size
+        return TorchBackend(model, model_info(model, "torch"), device=config.device,
+                            max_batch_size=config.max_batch_size, segmentation_size=size)
+    if config.backend == "onnxruntime":
+        from .onnx_backend import OnnxBackend
+
+        return OnnxBackend.from_config(name, config)
+    from .triton_backend import TritonBackend
+
+    return TritonBackend.from_config(name, config)

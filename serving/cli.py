@@ -1,0 +1,82 @@
+"""``python -m serving`` / ``zoo serve``: flags (over ``O365ZOO_SERVE_*`` environment variables) into a server."""
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import MISSING, fields
+from pathlib import Path
+from typing import Sequence
+
+from .config import BACKENDS, ENV_PREFIX, ServingConfig
+
+log = logging.getLogger("serving")
+
+_FLAG_TYPES = {"int": int, "int | None": int, "float": float, "float | None": float, "Path": Path,
+               "Path | None": Path, "str": str}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m serving",
+        description="Serve objects365-zoo models over HTTP: POST /v1/detect, /v1/segment, /v1/detect:visualize; "
+                    "GET /v1/models, /healthz, /readyz, /metrics, and a demo page at /. Every flag can also be set "
+                    f"with an environment variable {ENV_PREFIX}<FLAG> (e.g. {ENV_PREFIX}BACKEND=onnxruntime).",
+    )
+    for f in fields(ServingConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+        help_text = f"{f.metadata['help']} (default: {default})"
+        if f.name == "models":
+            parser.add_argument("--model", dest="models", action="append", metavar="NAME",
+                                help=f"{f.metadata['help']}; repeat to serve several (default: {default[0]})")
+        elif f.name == "pretrained":
+            parser.add_argument("--random-weights", dest="pretrained", action="store_const", const=False,
+                                help="serve randomly initialised models (benchmarks and tests: no download)")
+        elif f.name == "backend":
+            parser.add_argument(flag, choices=BACKENDS, help=help_text)
+        elif f.name == "triton_protocol":
+            parser.add_argument(flag, choices=("http", "grpc"), help=help_text)
+        else:
+            parser.add_argument(flag, type=_FLAG_TYPES[str(f.type)], help=help_text)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv``, load the models and serve until SIGINT/SIGTERM; returns the exit status."""
+    import uvicorn
+
+    from . import logs
+    from .app import create_app
+
+    args = build_parser().parse_args(argv)
+    try:
+        config = ServingConfig.from_env(**vars(args))
+    except ValueError as exc:
+        print(f"error: {exc}")
+        return 2
+    logs.configure(config.log_level)
+    _check_models(config)
+    if config.threads:
+        import torch
+
+        torch.set_num_threads(config.threads)
+    app = create_app(config)
+    log.info("starting", extra={"models": config.models, "backend": config.backend, "host": config.host,
+                                "port": config.port})
+    server = uvicorn.Server(uvicorn.Config(
+        app, host=config.host, port=config.port, log_config=None, access_log=False,
+        timeout_graceful_shutdown=int(config.shutdown_timeout_s), lifespan="on"))
+    server.run()
+    return 0 if app.state.serving.load_error is None else 1
+
+
+def _check_models(config: ServingConfig) -> None:
+    """Fail fast, before the server binds, on a model name the zoo does not know."""
+    import zoo
+
+    for name in config.models:
+        if not (name.endswith(".safetensors") and Path(name).is_file()):
+            try:
+                zoo.get_spec(name)
+            except KeyError as exc:
+                raise SystemExit(f"error: {exc.args[0]}") from None

@@ -1,0 +1,90 @@
+"""Server settings: defaults, overridden by ``O365ZOO_SERVE_*`` environment variables, overridden by CLI flags."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+DEFAULT_MODEL = "retinanet_lite0_neon_trees"
+BACKENDS = ("torch", "onnxruntime", "triton")
+ENV_PREFIX = "O365ZOO_SERVE_"
+
+
+def _default_cache() -> Path:
+    return Path(os.environ.get("O365ZOO_CACHE", Path.home() / ".cache" / "objects365-zoo")) / "serving"
+
+
+@dataclass
+class ServingConfig:
+    """Every setting of the server; ``field.metadata["help"]`` documents each for the CLI."""
+
+    models: list[str] = field(default_factory=lambda: [DEFAULT_MODEL],
+                              metadata={"help": "zoo model names to serve; the first is the default"})
+    backend: str = field(default="torch", metadata={"help": f"inference backend: {', '.join(BACKENDS)}"})
+    device: str = field(default="cpu", metadata={"help": "torch / onnxruntime device: cpu, cuda, cuda:1"})
+    pretrained: bool = field(default=True, metadata={"help": "load published weights (off: random weights, for "
+                                                             "benchmarks and tests)"})
+    image_size: int | None = field(default=None, metadata={"help": "override the model's resize: short side and "
+                                                                   "long-side cap both set to this many pixels"})
+    onnx: Path | None = field(default=None, metadata={"help": "onnxruntime: serve this exported model.onnx instead "
+                                                              "of exporting the model on first use"})
+    onnx_cache: Path = field(default_factory=_default_cache,
+                             metadata={"help": "onnxruntime: folder for models exported on first use"})
+    triton_url: str = field(default="127.0.0.1:8000", metadata={"help": "triton: server address host:port"})
+    triton_protocol: str = field(default="http", metadata={"help": "triton: http or grpc"})
+    max_batch_size: int = field(default=8, metadata={"help": "images per inference batch, at most"})
+    max_wait_ms: float = field(default=5.0, metadata={"help": "how long a batch waits to fill after its first image"})
+    queue_size: int = field(default=64, metadata={"help": "requests waiting per model before 503 + Retry-After"})
+    request_timeout_s: float = field(default=30.0, metadata={"help": "per-request limit for queue + inference (504)"})
+    max_upload_bytes: int = field(default=20 * 1024 * 1024, metadata={"help": "largest accepted upload (413)"})
+    max_pixels: int = field(default=40_000_000, metadata={"help": "largest decoded image, width x height (413)"})
+    score_threshold: float = field(default=0.3, metadata={"help": "default score threshold of a request"})
+    threads: int | None = field(default=None, metadata={"help": "torch / onnxruntime intra-op threads"})
+    host: str = field(default="127.0.0.1", metadata={"help": "address to bind"})
+    port: int = field(default=8080, metadata={"help": "port to bind"})
+    log_level: str = field(default="info", metadata={"help": "debug, info, warning, error"})
+    shutdown_timeout_s: float = field(default=15.0, metadata={"help": "grace period for in-flight requests on "
+                                                                      "SIGTERM/SIGINT"})
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
+        if self.triton_protocol not in ("http", "grpc"):
+            raise ValueError(f"triton protocol must be http or grpc, not {self.triton_protocol!r}")
+        if not self.models:
+            raise ValueError("at least one model must be served")
+        if not 0.0 <= self.score_threshold <= 1.0:
+            raise ValueError(f"score threshold must be in [0, 1], not {self.score_threshold}")
+        for name in ("max_batch_size", "queue_size", "max_upload_bytes", "max_pixels"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> "ServingConfig":
+        """Defaults, then ``O365ZOO_SERVE_<FIELD>`` variables (``MODELS`` comma-separated), then ``overrides``."""
+        environ = os.environ if environ is None else environ
+        values: dict = {}
+        for f in fields(cls):
+            raw = environ.get(ENV_PREFIX + f.name.upper())
+            if raw is not None:
+                values[f.name] = _parse(f.name, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def _parse(name: str, raw: str):
+    kind = {f.name: f.type for f in fields(ServingConfig)}[name]
+    try:
+        if name == "models":
+            return [m.strip() for m in raw.split(",") if m.strip()]
+        if kind == "bool":
+            return raw.strip().lower() in ("1", "true", "yes", "on")
+        if kind in ("int", "int | None"):
+            return int(raw)
+        if kind in ("float", "float | None"):
+            return float(raw)
+        if kind in ("Path", "Path | None"):
+            return Path(raw)
+        return raw
+    except ValueError:
+        raise ValueError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind}") from None

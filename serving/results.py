@@ -1,0 +1,93 @@
+"""From a backend's raw result to the API's answer: per-request filtering, class selection, mask encoding."""
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+from .backends.base import Detections
+from .errors import BadParameter
+from .schemas import RLE, Detection, SegmentClass
+
+
+def parse_classes(text: str | None, categories: Sequence[str], offset: int = 1) -> set[int] | None:
+    """Labels selected by a comma-separated list of names (case-insensitive) or label numbers; None keeps all.
+
+    ``offset`` is the label of ``categories[0]``: 1 for detectors and segmenters with a background class."""
+    if text is None or not text.strip():
+        return None
+    by_name = {name.strip().lower(): i + offset for i, name in enumerate(categories)}
+    labels: set[int] = set()
+    for token in (t.strip() for t in text.split(",")):
+        if not token:
+            continue
+        if token.lstrip("-").isdigit():
+            label = int(token)
+            if not offset <= label < len(categories) + offset:
+                raise BadParameter(f"class label {label} is out of range {offset}..{len(categories) + offset - 1}")
+            labels.add(label)
+        elif token.lower() in by_name:
+            labels.add(by_name[token.lower()])
+        else:
+            sample = ", ".join(list(categories)[:8])
+            raise BadParameter(f"unknown class {token!r}; this model's classes include: {sample}"
+                               f"{', ...' if len(categories) > 8 else ''} (see GET /v1/models)")
+    return labels
+
+
+def select_detections(dets: Detections, categories: Sequence[str], *, width: int, height: int,
+                      score_threshold: float, max_detections: int, classes: set[int] | None) -> list[Detection]:
+    """Detections at or above the threshold, of the selected classes, best first, boxes clipped to the image."""
+    keep = dets.scores >= score_threshold
+    if classes is not None:
+        keep &= np.isin(dets.labels, list(classes))
+    order = np.flatnonzero(keep)[np.argsort(-dets.scores[keep], kind="stable")][:max_detections]
+    boxes = dets.boxes[order].astype(np.float64)
+    boxes[:, 0::2] = boxes[:, 0::2].clip(0, width)
+    boxes[:, 1::2] = boxes[:, 1::2].clip(0, height)
+    out = []
+    for box, score, label in zip(boxes.round(2), dets.scores[order], dets.labels[order]):
+        label = int(label)
+        name = categories[label - 1] if 1 <= label <= len(categories) else f"label_{label}"
+        out.append(Detection(box=tuple(float(v) for v in box), score=round(float(score), 5), label=label, name=name))
+    return out
+
+
+def encode_rle(mask: np.ndarray) -> RLE:
+    """COCO uncompressed RLE of a boolean [H, W] mask (column-major runs, the first counting zeros)."""
+    flat = np.asfortranarray(mask).ravel(order="F").astype(np.int8)
+    changes = np.flatnonzero(np.diff(flat)) + 1
+    bounds = np.concatenate([[0], changes, [flat.size]])
+    counts = np.diff(bounds).tolist()
+    if flat.size and flat[0]:
+        counts = [0, *counts]
+    return RLE(size=(int(mask.shape[0]), int(mask.shape[1])), counts=counts)
+
+
+def encode_label_map_png(label_map: np.ndarray) -> str:
+    """Base64 PNG of a label map: 8-bit grey when every label fits, else 16-bit."""
+    mode_array = label_map.astype(np.uint8) if label_map.max(initial=0) < 256 else label_map.astype(np.uint16)
+    buffer = io.BytesIO()
+    Image.fromarray(mode_array).save(buffer, format="PNG", optimize=False)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def segment_classes(label_map: np.ndarray, categories: Sequence[str], *, offset: int, classes: set[int] | None,
+                    with_rle: bool) -> list[SegmentClass]:
+    """One entry per label present in the map (selected ones only), largest area first."""
+    areas = np.bincount(label_map.ravel(), minlength=len(categories) + offset)
+    total = max(label_map.size, 1)
+    out = []
+    for label in np.argsort(-areas, kind="stable"):
+        label = int(label)
+        if areas[label] == 0 or (classes is not None and label not in classes):
+            continue
+        index = label - offset
+        name = categories[index] if 0 <= index < len(categories) else "background"
+        out.append(SegmentClass(label=label, name=name, area=int(areas[label]),
+                                fraction=round(float(areas[label]) / total, 6),
+                                rle=encode_rle(label_map == label) if with_rle else None))
+    return out
