@@ -1,0 +1,72 @@
+"""Fixtures of the serving tests: real photos, the demo model on the torch backend, a client that waits for ready."""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from serving import ServingConfig
+from serving.backends import model_info
+from serving.backends.torch_backend import TorchBackend
+from serving_helpers import running
+
+DEMO_MODEL = "retinanet_lite0_neon_trees"
+REPO = Path(__file__).resolve().parents[2]
+NEON_TILE = REPO / "data" / "demo_cache" / "deepforest" / "data" / "OSBS_029.png"
+
+
+@pytest.fixture(scope="session")
+def photos() -> dict[str, np.ndarray]:
+    """Real photos (scikit-image's public-domain samples), shrunk to at most 320 px, as RGB arrays."""
+    data = pytest.importorskip("skimage.data", reason="scikit-image (pip install scikit-image) provides the photos")
+    out = {}
+    for name in ("astronaut", "coffee", "chelsea"):
+        image = Image.fromarray(getattr(data, name)())
+        image.thumbnail((320, 320))
+        out[name] = np.asarray(image.convert("RGB"))
+    return out
+
+
+@pytest.fixture(scope="session")
+def neon_tile() -> np.ndarray:
+    """A 400x400 NEON aerial tile with tree crowns (deepforest's OSBS_029, fetched by training.demo_data)."""
+    if not NEON_TILE.is_file():
+        try:
+            from training.demo_data import ensure_demo_data
+
+            ensure_demo_data()
+        except Exception as exc:  # noqa: BLE001 - offline and nothing cached
+            pytest.skip(f"NEON tile unavailable ({exc}); run `python -m training.demo_data` once online")
+    return np.asarray(Image.open(NEON_TILE).convert("RGB"))
+
+
+@pytest.fixture(scope="session")
+def demo_backend() -> TorchBackend:
+    """The shipped demo model (weights from zoo/weights) on the in-process torch backend."""
+    import zoo
+    import zoo.models
+
+    torch.set_num_threads(2)
+    if DEMO_MODEL not in zoo.list_models():  # DEV ONLY until the registry entry lands
+        from serving.backends.base import ModelInfo
+        model = zoo.models.build("retinanet_lite0_fpn", 2)
+        return TorchBackend(model, ModelInfo(DEMO_MODEL, "1", "detection", ("tree",), "retinanet_lite0_fpn", "torch", 0.05, 300), max_batch_size=4)
+    model = zoo.load(DEMO_MODEL)
+    return TorchBackend(model, model_info(model, "torch"), max_batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def demo_client(demo_backend) -> Iterator[TestClient]:
+    with running(ServingConfig(score_threshold=0.3), [demo_backend]) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def serve() -> Callable[..., Iterator[TestClient]]:
+    """``with serve(config, backends) as client:`` an in-process server, ready."""
+    return running
