@@ -44,11 +44,15 @@ def load(
 
     spec, weights = _resolve(name)
     src_names = _spec_categories(spec, weights)
+    state_dict = None
+    if pretrained:
+        state_dict, ckpt_names = _pretrained_state_dict(spec, weights, mirror=mirror, cache_dir=cache_dir,
+                                                        progress=progress)
+        src_names = ckpt_names or src_names
     model = models.build(spec.arch, len(src_names) + _extra(spec), preprocessing=spec.preprocessing,
                          **spec.build_kwargs)
-    if pretrained:
-        state_dict = _pretrained_state_dict(spec, weights, mirror=mirror, cache_dir=cache_dir, progress=progress)
-        _load_strict(model, state_dict, spec, len(src_names))
+    if state_dict is not None:
+        _load_strict(model, state_dict, spec, src_names)
 
     names = src_names
     if categories is not None or num_classes is not None or head != "transfer":
@@ -108,39 +112,65 @@ def _spec_categories(spec: ModelSpec, weights: Path | None) -> tuple[str, ...]:
     return tuple(get_categories(spec.categories))
 
 
-def _pretrained_state_dict(spec: ModelSpec, weights: Path | None, **fetch_kw) -> dict:
+def _pretrained_state_dict(spec: ModelSpec, weights: Path | None, **fetch_kw) -> tuple[dict, tuple[str, ...] | None]:
+    """The weights and, when the checkpoint names them, its category names (which outrank the spec's)."""
     from . import hub
     from .checkpoint import load_weights
 
     if weights is not None:
-        return load_weights(weights)[0]
+        return load_weights(weights)[0], None
     if spec.source is None:
         raise NoPublishedWeightsError(f"{spec.name}: {spec.description}")
     path = hub.fetch(spec.source, sha256=spec.sha256, **fetch_kw)
     if spec.converter is None:
-        return load_weights(path)[0]
+        state_dict, meta = load_weights(path)
+        return state_dict, tuple(json.loads(meta["categories"])) if "categories" in meta else None
     return _converted(spec, Path(path))
 
 
-def _converted(spec: ModelSpec, path: Path) -> dict:
+def _converted(spec: ModelSpec, path: Path) -> tuple[dict, tuple[str, ...] | None]:
     """Convert a foreign checkpoint once; the result is cached as safetensors beside the download."""
-    from .categories import check_categories
     from .checkpoint import load_weights, save_weights
     from .convert import get_converter, read_foreign_checkpoint
 
     cached = path.with_name(path.name + f".{spec.converter}.safetensors")
     if cached.is_file():
         state_dict, meta = load_weights(cached)
-        if meta.get("source_sha256_prefix") == spec.sha256:
-            return state_dict
+        if meta.get("source_identity") == _identity(path):
+            return state_dict, tuple(json.loads(meta["categories"])) if meta.get("categories") else None
     state_dict, meta = read_foreign_checkpoint(path)
-    class_names = _meta_classes(meta)
-    if class_names is not None:
-        check_categories(class_names, spec.categories)
+    names = _checkpoint_categories(spec, _meta_classes(meta))
     state_dict = get_converter(spec.converter)(state_dict)
-    save_weights(state_dict, cached, {"model": spec.name, "source": spec.source,
-                                      "source_sha256_prefix": spec.sha256 or ""})
-    return state_dict
+    save_weights(state_dict, cached, {"model": spec.name, "source": spec.source, "source_identity": _identity(path),
+                                      "categories": list(names) if names else ""})
+    return state_dict, names
+
+
+def _identity(path: Path) -> str:
+    """Size and mtime of the download the conversion came from (hub.fetch has just verified its sha256)."""
+    st = path.stat()
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def _checkpoint_categories(spec: ModelSpec, class_names: list[str] | None) -> tuple[str, ...] | None:
+    """A checkpoint is tied to the exact list it was trained with. When its own meta names a different known list
+    than the registry (MMDetection's 3.x configs of the 1350k v1 models point at the v2 dataset), the checkpoint's
+    list wins, with a warning; a list that matches nothing we know is refused."""
+    import warnings
+
+    from .categories import check_categories, find_key, get_categories
+
+    if class_names is None:
+        return None
+    key = find_key(class_names)
+    if key == spec.categories:
+        return get_categories(key)
+    if key is not None:
+        warnings.warn(f"{spec.name}: the registry says {spec.categories!r} but the checkpoint's meta lists the "
+                      f"{key!r} categories; using the checkpoint's list", stacklevel=3)
+        return get_categories(key)
+    check_categories(class_names, spec.categories)  # raises, naming the closest known list
+    return tuple(class_names)
 
 
 def _meta_classes(meta: dict | None) -> list[str] | None:
@@ -151,15 +181,15 @@ def _meta_classes(meta: dict | None) -> list[str] | None:
     return list(classes) if classes else None
 
 
-def _load_strict(model: "nn.Module", state_dict: dict, spec: ModelSpec, num_categories: int) -> None:
+def _load_strict(model: "nn.Module", state_dict: dict, spec: ModelSpec, names: Sequence[str]) -> None:
     from .convert import class_count
 
     found = class_count(state_dict, spec.arch)
-    expected = num_categories + _extra(spec)
+    expected = len(names) + _extra(spec)
     if found is not None and found != expected:
         raise ValueError(
             f"{spec.name}: the checkpoint has {found - _extra(spec)} classes but the model expects "
-            f"{num_categories} ({spec.categories}); it belongs to another category list"
+            f"{len(names)} ({spec.categories}); it belongs to another category list"
         )
     missing, unexpected = model.load_state_dict(state_dict, strict=False)
     if missing or unexpected:
@@ -176,7 +206,9 @@ def _transfer(model: "nn.Module", spec: ModelSpec, src: Sequence[str], dst: Sequ
     from .convert.transfer import transfer_head
 
     mapping = map_indices(list(src), list(dst)) if by_name else [None] * len(dst)
-    state_dict = transfer_head(model.state_dict(), spec.arch, mapping, mode=head)
+    background = _extra(spec) == 1
+    state_dict = transfer_head(model.state_dict(), spec.arch, mapping, mode=head, src_background=background,
+                               dst_background=background)
     new = models.build(spec.arch, len(dst) + _extra(spec), preprocessing=spec.preprocessing, **spec.build_kwargs)
     new.load_state_dict(state_dict, strict=True)
     return new
