@@ -1,0 +1,210 @@
+"""``python -m training``: train, evaluate, publish, list recipes.
+
+    python -m training train RECIPE [key=value ...] [--init NAME] [--head transfer|reinit] [--out DIR]
+    torchrun --nproc_per_node N -m training train RECIPE ...
+    python -m training eval MODEL --ann JSON --images DIR [--out FILE]
+    python -m training publish RUN_DIR NAME [--upload hf://org/repo/file.safetensors]
+    python -m training recipes
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("training")
+
+
+def _setup_logging(rank: int = 0) -> None:
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
+                        format=f"%(asctime)s [rank {rank}] %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+def _load_state_dict(path: str) -> dict:
+    if path.endswith(".safetensors"):
+        from zoo.checkpoint import load_weights
+
+        return load_weights(path)[0]
+    from zoo.checkpoint import load_foreign
+
+    state = load_foreign(path)
+    return state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
+
+
+def train(args: argparse.Namespace) -> int:
+    import torch
+    from zoo.categories import get_categories
+
+    from . import distributed, publish
+    from .data import build_dataset
+    from .engine import Trainer, seed_everything
+    from .recipes import get_recipe
+    from .transforms import detection_train, segmentation_train
+
+    recipe = get_recipe(args.recipe).override(args.overrides)
+    if args.init is not None:
+        recipe = dataclasses.replace(recipe, init=None if args.init == "none" else args.init)
+    if args.head is not None:
+        recipe = dataclasses.replace(recipe, head=args.head)
+    for module in recipe.imports:
+        importlib.import_module(module)
+    ctx = distributed.setup(args.device)
+    _setup_logging(ctx.rank)
+    seed_everything(recipe.seed)
+    out = Path(args.out or Path("runs") / recipe.name)
+
+    seg = recipe.task == "segmentation"
+    transforms = (segmentation_train(recipe.crop, recipe.scale_range, recipe.flip) if seg
+                  else detection_train(recipe.min_sizes, recipe.max_size, recipe.flip))
+    make = lambda: build_dataset(recipe.dataset_format, recipe.train_ann, recipe.train_images,  # noqa: E731
+                                 categories=recipe.categories, on_unknown=recipe.on_unknown, transforms=transforms)
+    if ctx.rank == 0:
+        dataset = make()  # builds the annotation index once; the other ranks then memory-map it
+    distributed.barrier()
+    if ctx.rank != 0:
+        dataset = make()
+
+    if seg:
+        names = tuple(get_categories(recipe.categories))
+        num_classes = dataset.num_classes
+    else:
+        names = tuple(dataset.categories)
+        num_classes = len(names) + 1
+    if recipe.init:
+        import zoo
+
+        model = zoo.load(recipe.init, pretrained=True, categories=list(names), head=recipe.head, progress=ctx.is_main)
+        arch, pre, build_kwargs = model.spec.arch, model.spec.preprocessing, dict(model.spec.build_kwargs)
+    else:
+        from zoo import models
+        from zoo.preprocess import DETECTION_800, SEGMENTATION_512
+
+        arch, build_kwargs = recipe.arch, {}
+        pre = SEGMENTATION_512 if seg else DETECTION_800
+        model = models.build(arch, num_classes, preprocessing=pre)
+    if not seg:
+        pre = dataclasses.replace(pre, min_size=max(recipe.min_sizes), max_size=recipe.max_size)
+        if hasattr(model, "transform"):
+            model.transform.min_size, model.transform.max_size = (pre.min_size,), pre.max_size
+
+    if recipe.lr_rule == "l2norm":
+        if not (recipe.init and recipe.imagenet_weights):
+            raise SystemExit("lr_rule=l2norm needs init=<pretrained model> and imagenet_weights=<ImageNet backbone "
+                             "file> to compare norms (or set lr=... and lr_rule=none)")
+        from .lr_rule import l2_scaled_lr
+
+        lr = l2_scaled_lr(recipe.lr, model.state_dict(), _load_state_dict(recipe.imagenet_weights))
+        recipe = dataclasses.replace(recipe, lr=lr, lr_rule="none")
+    elif recipe.lr_rule != "none":
+        raise SystemExit(f"unknown lr_rule {recipe.lr_rule!r}: none or l2norm")
+    recipe = recipe.for_dataset(len(dataset)).for_batch(recipe.ims_per_gpu * ctx.world_size)
+
+    if ctx.is_main:
+        run = {"arch": arch, "task": recipe.task, "categories": list(names), "preprocessing": pre.to_dict(),
+               "build_kwargs": build_kwargs, "recipe": recipe.to_dict(), "world_size": ctx.world_size,
+               "datasets": [recipe.dataset_format]}
+        publish.write_text(out / publish.RUN_INFO, json.dumps(run, indent=2))
+    torch.manual_seed(recipe.seed + ctx.rank)
+    result = Trainer(model, dataset, recipe, out, ctx, progress=not args.no_progress).fit()
+    distributed.teardown()
+    if result["interrupted"]:
+        log.warning("stopped at iteration %d; run the same command again to resume", result["iteration"])
+        return 143
+    if ctx.is_main:
+        paths = publish.export_run(out, args.name or recipe.name)
+        log.info("finished at iteration %d; weights %s", result["iteration"], paths["weights"])
+        if recipe.val_ann and recipe.dataset_format == "coco":
+            stats = evaluate_model(str(paths["weights"]), recipe.val_ann, recipe.val_images, device=str(ctx.device))
+            dataset_name = Path(recipe.val_ann).name
+            metrics = [{"dataset": dataset_name, "task": "detection", "name": "box AP", "value": stats["AP"],
+                        "source": f"objects365-zoo eval of run {out}"}]
+            publish.write_text(out / publish.EVAL_INFO, json.dumps({"stats": stats, "metrics": metrics}, indent=2))
+            log.info("eval on %s: %s", dataset_name, json.dumps(stats))
+    return 0
+
+
+def evaluate_model(model_name: str, ann: str, images: str, *, device: str = "cpu", batch_size: int = 2) -> dict:
+    """COCO box AP of a zoo model (name or .safetensors path) on a COCO-format set; categories matched by name,
+    dataset categories the model does not know are left out."""
+    import zoo
+    from .data import CocoDetection
+    from .engine import predict_coco
+    from .evaluation.coco import evaluate_coco
+
+    model = zoo.load(model_name, pretrained=True, progress=False)
+    dataset = CocoDetection(ann, images, categories=list(model.categories), on_unknown="skip", skip_empty=False)
+    detections = predict_coco(model, dataset, device, batch_size)
+    known = sorted({int(dataset.index.category_ids[p]) for p, label in enumerate(dataset._label_of.tolist())
+                    if label > 0})
+    return evaluate_coco(ann, detections, categories=known).stats
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    _setup_logging()
+    stats = evaluate_model(args.model, args.ann, args.images, device=args.device or "cpu",
+                           batch_size=args.batch_size)
+    print(json.dumps(stats, indent=2))
+    if args.out:
+        from .publish import write_text
+
+        write_text(Path(args.out), json.dumps(stats, indent=2))
+    return 0
+
+
+def publish_cmd(args: argparse.Namespace) -> int:
+    from .publish import export_run
+
+    _setup_logging()
+    paths = export_run(args.run_dir, args.name, args.out, upload=args.upload, license=args.license)
+    for key, value in paths.items():
+        print(f"{key}: {value}")
+    return 0
+
+
+def recipes_cmd(args: argparse.Namespace) -> int:
+    from .recipes import RECIPES
+
+    for name, r in sorted(RECIPES.items()):
+        print(f"{name:28s} {r.arch:20s} lr {r.lr:<7g} batch {r.batch_size:<3d} "
+              f"{f'{r.max_epochs:g} epochs' if r.max_epochs else f'{r.max_iter} iters'}\n    source: {r.source}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train or finetune with a recipe")
+    t.add_argument("recipe")
+    t.add_argument("overrides", nargs="*", help="recipe fields as key=value (e.g. train_ann=... lr=0.01)")
+    t.add_argument("--init", help="zoo model name or .safetensors to start from ('none': from scratch)")
+    t.add_argument("--head", choices=("transfer", "reinit"),
+                   help="transfer the class head through the category mapping, or reinitialise it (backbone only)")
+    t.add_argument("--out", help="run folder (default runs/<recipe>)")
+    t.add_argument("--name", help="model name of the exported weights (default: the recipe name)")
+    t.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    t.add_argument("--no-progress", action="store_true")
+    t.set_defaults(fn=train)
+    e = sub.add_parser("eval", help="COCO box AP of a model on a COCO-format set")
+    e.add_argument("model", help="zoo model name or .safetensors")
+    e.add_argument("--ann", required=True)
+    e.add_argument("--images", required=True)
+    e.add_argument("--device")
+    e.add_argument("--batch-size", type=int, default=2)
+    e.add_argument("--out")
+    e.set_defaults(fn=evaluate)
+    p = sub.add_parser("publish", help="export a run: safetensors, spec, model card, optional upload")
+    p.add_argument("run_dir")
+    p.add_argument("name")
+    p.add_argument("--out")
+    p.add_argument("--upload", help="hf://org/repo/file.safetensors")
+    p.add_argument("--license", default="Apache-2.0")
+    p.set_defaults(fn=publish_cmd)
+    r = sub.add_parser("recipes", help="list recipes and their sources")
+    r.set_defaults(fn=recipes_cmd)
+    args = parser.parse_args(argv)
+    return args.fn(args)

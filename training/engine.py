@@ -1,0 +1,349 @@
+"""The training loop: SGD with warmup + multi-step or poly decay, AMP, gradient clipping, DDP, exact resume.
+
+- AMP: fp16 with a grad scaler on GPU, bf16 autocast on CPU (``recipe.amp``).
+- DDP: one process per device under ``torchrun``; global batch = ``ims_per_gpu`` x world size; the sampler hands each
+  rank its slice of the same global batch, so N processes follow the single-process trajectory.
+- Checkpoints (``last.pt``): every ``checkpoint_period`` iterations, at the end, and when SIGTERM arrives (the loop
+  finishes the iteration, saves and returns ``interrupted``). Written atomically; resume restores model, optimizer,
+  scheduler, scaler, RNG states of every rank, and the sampler position (a function of the iteration).
+- A non-finite loss stops the run with :class:`NonFiniteLossError` before the bad step touches the weights; the last
+  checkpoint on disk is the last good one.
+- Metrics: ``metrics.jsonl`` and ``metrics.csv`` in the run folder, TensorBoard when installed; tqdm bar with ETA.
+"""
+from __future__ import annotations
+
+import bisect
+import csv
+import json
+import logging
+import signal
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from . import checkpoint as ckpt
+from . import distributed as dist_utils
+from .distributed import Context
+from .recipes import Recipe
+from .sampler import GroupedBatchSampler
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "last.pt"
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite; the run stopped without applying that step."""
+
+
+@dataclass(frozen=True)
+class LRFactor:
+    """lr multiplier at an iteration: linear warmup, then multi-step (x ``gamma`` at each step) or poly decay.
+    A plain dataclass so the scheduler's state dict stores it as data."""
+
+    schedule: str
+    max_iter: int
+    steps: tuple[int, ...]
+    gamma: float
+    warmup_iters: int
+    warmup_factor: float
+    power: float = 0.9
+    min_ratio: float = 0.0
+
+    def __call__(self, it: int) -> float:
+        if self.schedule == "poly":
+            t = min(it, self.max_iter) / self.max_iter
+            factor = (1.0 - t) ** self.power * (1.0 - self.min_ratio) + self.min_ratio
+        elif self.schedule == "multistep":
+            factor = self.gamma ** bisect.bisect_right(self.steps, it)
+        else:
+            raise ValueError(f"unknown schedule {self.schedule!r}: 'multistep' or 'poly'")
+        if it < self.warmup_iters:
+            alpha = it / self.warmup_iters
+            factor *= self.warmup_factor * (1.0 - alpha) + alpha
+        return factor
+
+
+def lr_factor(recipe: Recipe) -> LRFactor:
+    return LRFactor(recipe.schedule, recipe.max_iter, tuple(recipe.steps), recipe.gamma, recipe.warmup_iters,
+                    recipe.warmup_factor, recipe.poly_power, recipe.min_lr / recipe.lr if recipe.lr else 0.0)
+
+
+def detection_collate(batch: list) -> tuple[list, list]:
+    return [b[0] for b in batch], [b[1] for b in batch]
+
+
+def segmentation_collate(batch: list) -> tuple[torch.Tensor, list]:
+    return torch.stack([b[0] for b in batch]), [b[1] for b in batch]
+
+
+class MetricsLog:
+    """Append-only JSONL + CSV (columns fixed by the first row) + TensorBoard when ``tensorboard`` is installed."""
+
+    def __init__(self, folder: Path) -> None:
+        self.jsonl = folder / "metrics.jsonl"
+        self.csv = folder / "metrics.csv"
+        self.columns: list[str] | None = None
+        if self.csv.is_file():
+            with open(self.csv, newline="") as f:
+                self.columns = next(csv.reader(f), None)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            self.tb = None
+        else:
+            self.tb = SummaryWriter(str(folder / "tensorboard"))
+
+    def write(self, row: dict[str, float]) -> None:
+        with open(self.jsonl, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.columns is None:
+            self.columns = list(row)
+            with open(self.csv, "w", newline="") as f:
+                csv.writer(f).writerow(self.columns)
+        with open(self.csv, "a", newline="") as f:
+            csv.writer(f).writerow([row.get(c, "") for c in self.columns])
+        if self.tb is not None:
+            for key, value in row.items():
+                if key != "iteration":
+                    self.tb.add_scalar(key, value, int(row["iteration"]))
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+class Trainer:
+    """Train ``model`` on ``dataset`` with ``recipe`` in ``out_dir`` (the run folder).
+
+    ``dataset[(index, seed)]`` returns ``(image, target)``; detection models are called ``model(images, targets)``
+    and return a dict of losses; segmentation models return ``{"out": logits[, "aux"]}`` and targets carry ``mask``.
+    """
+
+    def __init__(self, model: nn.Module, dataset: Dataset, recipe: Recipe, out_dir: str | Path, ctx: Context, *,
+                 progress: bool = True) -> None:
+        self.recipe = recipe
+        self.dataset = dataset
+        self.ctx = ctx
+        self.out_dir = Path(out_dir)
+        self.progress = progress
+        self.iteration = 0
+        self._stop_requested = False
+        self.segmentation = recipe.task == "segmentation"
+
+        if recipe.sync_bn:
+            if ctx.distributed and ctx.device.type == "cuda":
+                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            else:
+                log.info("sync_bn: kept per-process BatchNorm (SyncBN needs several CUDA processes)")
+        self.model = model.to(ctx.device)
+        if recipe.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        transform = getattr(self.model, "transform", None)
+        if transform is not None and hasattr(transform, "_skip_resize"):
+            transform._skip_resize = True  # the data pipeline already resized (recipe min_sizes/max_size)
+        self.net: nn.Module = self.model
+        if ctx.distributed:
+            self.net = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None)
+
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum,
+                                         weight_decay=recipe.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(recipe))
+        self.use_amp = recipe.amp
+        self.amp_dtype = torch.float16 if ctx.device.type == "cuda" else torch.bfloat16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=recipe.amp and ctx.device.type == "cuda")
+
+    # ------------------------------------------------------------------------------------------------ resume
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / CHECKPOINT
+
+    def resume(self) -> bool:
+        """Restore ``last.pt`` if the run folder has one; True when something was restored."""
+        if not self.checkpoint_path.is_file():
+            return False
+        state = ckpt.load(self.checkpoint_path)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.iteration = int(state["iteration"])
+        rngs = state["rng"]
+        if len(rngs) == self.ctx.world_size:
+            ckpt.set_rng_state(rngs[self.ctx.rank])
+        else:
+            log.warning("checkpoint was written by %d processes, now %d: RNG states not restored, the run will "
+                        "not be bit-identical", len(rngs), self.ctx.world_size)
+        if state.get("recipe") != self.recipe.to_dict():
+            changed = sorted(k for k, v in self.recipe.to_dict().items() if (state.get("recipe") or {}).get(k) != v)
+            log.warning("resuming with a changed recipe (fields: %s)", ", ".join(changed))
+        log.info("resumed from %s at iteration %d", self.checkpoint_path, self.iteration)
+        return True
+
+    def save_checkpoint(self) -> None:
+        rngs = dist_utils.gather_objects(ckpt.rng_state())  # collective: every rank takes part
+        if self.ctx.is_main:
+            ckpt.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                       "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                       "iteration": self.iteration, "rng": rngs, "recipe": self.recipe.to_dict(),
+                       "world_size": self.ctx.world_size}, self.checkpoint_path)
+        dist_utils.barrier()
+
+    # ------------------------------------------------------------------------------------------------ loop
+
+    def _loader(self) -> DataLoader:
+        ratios = self.dataset.aspect_ratios() if hasattr(self.dataset, "aspect_ratios") else None
+        sampler = GroupedBatchSampler(ratios, len(self.dataset), self.recipe.ims_per_gpu,
+                                      world_size=self.ctx.world_size, rank=self.ctx.rank, seed=self.recipe.seed,
+                                      start_iter=self.iteration, max_iter=self.recipe.max_iter,
+                                      group=not self.segmentation)
+        return DataLoader(self.dataset, batch_sampler=sampler, num_workers=self.recipe.num_workers,
+                          collate_fn=segmentation_collate if self.segmentation else detection_collate,
+                          pin_memory=self.ctx.device.type == "cuda")
+
+    def _losses(self, images, targets) -> dict[str, torch.Tensor]:
+        dev = self.ctx.device
+        if self.segmentation:
+            images = images.to(dev, non_blocking=True)
+            if self.recipe.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            masks = torch.stack([t["mask"] for t in targets]).to(dev, non_blocking=True)
+            out = self.net(images)
+            losses = {"loss_seg": F.cross_entropy(out["out"].float(), masks, ignore_index=255)}
+            if "aux" in out:
+                losses["loss_aux"] = self.recipe.aux_weight * F.cross_entropy(out["aux"].float(), masks,
+                                                                              ignore_index=255)
+            return losses
+        images = [im.to(dev, non_blocking=True) for im in images]
+        targets = [{k: v.to(dev, non_blocking=True) for k, v in t.items()} for t in targets]
+        return self.net(images, targets)
+
+    def _on_sigterm(self, signum, frame) -> None:
+        log.warning("SIGTERM: finishing this iteration, then saving a checkpoint")
+        self._stop_requested = True
+
+    def fit(self) -> dict:
+        """Train to ``recipe.max_iter`` (from the checkpoint if one exists). Returns ``{"iteration", "interrupted"}``."""
+        r = self.recipe
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.resume()
+        metrics = MetricsLog(self.out_dir) if self.ctx.is_main else None
+        previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        bar = None
+        if self.ctx.is_main and self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=r.max_iter, initial=self.iteration, desc=r.name, dynamic_ncols=True, mininterval=1.0)
+        interrupted = False
+        self.net.train()
+        t_last, it_last = time.perf_counter(), self.iteration
+        try:
+            for images, targets in self._loader():
+                autocast = (torch.autocast(self.ctx.device.type, dtype=self.amp_dtype) if self.use_amp
+                            else nullcontext())
+                with autocast:
+                    losses = self._losses(images, targets)
+                    loss = sum(losses.values())
+                flags = torch.tensor([float(v.detach()) for v in losses.values()]
+                                     + [float(not torch.isfinite(loss)), float(self._stop_requested)],
+                                     dtype=torch.float64)
+                stop_flags = dist_utils.all_reduce_max(flags[-2:].clone())
+                means = dist_utils.all_reduce_mean(flags[:-2].clone())
+                if stop_flags[0] > 0:
+                    where = self.checkpoint_path if self.checkpoint_path.is_file() else "none written yet"
+                    shown = ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items())
+                    raise NonFiniteLossError(
+                        f"loss is not finite at iteration {self.iteration + 1} ({shown}); stopped before the "
+                        f"update. Last good checkpoint: {where}. Lower the lr or check the data of this batch.")
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scaler.scale(loss).backward()
+                if r.clip_grad:
+                    self.scaler.unscale_(self.optimizer)
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), r.clip_grad)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                lr = self.optimizer.param_groups[0]["lr"]
+                self.scheduler.step()
+                self.iteration += 1
+
+                if metrics is not None and (self.iteration % r.log_period == 0 or self.iteration == r.max_iter):
+                    now = time.perf_counter()
+                    row = {"iteration": self.iteration, "lr": lr, "loss": float(means.sum()),
+                           **{k: float(v) for k, v in zip(losses, means)},
+                           "iter_time": (now - t_last) / max(1, self.iteration - it_last)}
+                    t_last, it_last = now, self.iteration
+                    metrics.write(row)
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{lr:.3g}", refresh=False)
+                if bar is not None:
+                    bar.update(1)
+                if stop_flags[1] > 0:
+                    self.save_checkpoint()
+                    interrupted = True
+                    break
+                if self.iteration % r.checkpoint_period == 0 or self.iteration == r.max_iter:
+                    self.save_checkpoint()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            if bar is not None:
+                bar.close()
+            if metrics is not None:
+                metrics.close()
+        return {"iteration": self.iteration, "interrupted": interrupted}
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def loss_of(model: nn.Module, dataset: Dataset, indices: list[int], collate: Callable = detection_collate) -> float:
+    """Mean training loss of ``model`` on some samples without updating it (e.g. to compare initialisations)."""
+    model.train()
+    with torch.no_grad():
+        images, targets = collate([dataset[i] for i in indices])
+        return float(sum(model(images, targets).values()))
+
+
+@torch.no_grad()
+def predict_coco(model: nn.Module, dataset, device: torch.device | str = "cpu", batch_size: int = 2,
+                 num_workers: int = 0) -> dict[str, np.ndarray]:
+    """Run a detector over a :class:`~training.data.coco.CocoDetection` set and return COCO results as arrays
+    (``image_id``, ``category_id``, ``bbox`` xywh, ``score``); labels with no category in the dataset are dropped."""
+    label_to_id = np.full(len(dataset.categories) + 1, -1, dtype=np.int64)
+    for pos, label in enumerate(dataset._label_of.tolist()):
+        if label > 0 and label_to_id[label] < 0:
+            label_to_id[label] = dataset.index.category_ids[pos]
+    model.eval().to(device)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=detection_collate)
+    ids, cats, boxes, scores = [], [], [], []
+    for images, targets in loader:
+        outputs = model([im.to(device) for im in images])
+        for out, target in zip(outputs, targets):
+            labels = out["labels"].cpu().numpy()
+            cat = label_to_id[labels]
+            keep = cat >= 0
+            b = out["boxes"].float().cpu().numpy()[keep]
+            boxes.append(np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], axis=1))
+            cats.append(cat[keep])
+            scores.append(out["scores"].float().cpu().numpy()[keep])
+            ids.append(np.full(int(keep.sum()), int(target["image_id"]), dtype=np.int64))
+    if not ids:
+        return {"image_id": np.zeros(0, np.int64), "category_id": np.zeros(0, np.int64),
+                "bbox": np.zeros((0, 4)), "score": np.zeros(0)}
+    return {"image_id": np.concatenate(ids), "category_id": np.concatenate(cats), "bbox": np.concatenate(boxes),
+            "score": np.concatenate(scores)}
