@@ -63,7 +63,7 @@ class GroupedBatchSampler(Sampler[list[tuple[int, int]]]):
                 seeds = np.random.SeedSequence([self.seed, it]).generate_state(self.global_batch, dtype=np.uint64)
                 lo = self.rank * self.batch_size
                 yield [(int(i), int(s >> np.uint64(1))) for i, s in
-                       zip(batches[lo:lo + self.batch_size], seeds[lo:lo + self.batch_size])]
+                       zip(batch[lo:lo + self.batch_size], seeds[lo:lo + self.batch_size])]
                 it += 1
             epoch, offset = epoch + 1, 0
 
