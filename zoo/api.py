@@ -49,10 +49,11 @@ def load(
         state_dict, ckpt_names = _pretrained_state_dict(spec, weights, mirror=mirror, cache_dir=cache_dir,
                                                         progress=progress)
         src_names = ckpt_names or src_names
-    model = models.build(spec.arch, len(src_names) + _extra(spec), preprocessing=spec.preprocessing,
-                         **spec.build_kwargs)
-    if state_dict is not None:
-        _load_strict(model, state_dict, spec, src_names)
+    if state_dict is None:
+        model = models.build(spec.arch, len(src_names) + _extra(spec), preprocessing=spec.preprocessing,
+                             **spec.build_kwargs)
+    else:
+        model = _build_loaded(spec, state_dict, src_names)
 
     names = src_names
     if categories is not None or num_classes is not None or head != "transfer":
@@ -181,7 +182,12 @@ def _meta_classes(meta: dict | None) -> list[str] | None:
     return list(classes) if classes else None
 
 
-def _load_strict(model: "nn.Module", state_dict: dict, spec: ModelSpec, names: Sequence[str]) -> None:
+def _build_loaded(spec: ModelSpec, state_dict: dict, names: Sequence[str]) -> "nn.Module":
+    """Build on the meta device and adopt the checkpoint's tensors (``assign=True``): random initialisation of
+    weights about to be overwritten is most of a build's cost."""
+    import torch
+
+    from . import models
     from .convert import class_count
 
     found = class_count(state_dict, spec.arch)
@@ -191,17 +197,22 @@ def _load_strict(model: "nn.Module", state_dict: dict, spec: ModelSpec, names: S
             f"{spec.name}: the checkpoint has {found - _extra(spec)} classes but the model expects "
             f"{len(names)} ({spec.categories}); it belongs to another category list"
         )
-    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    with torch.device("meta"):
+        model = models.build(spec.arch, expected, preprocessing=spec.preprocessing, **spec.build_kwargs)
+    missing, unexpected = model.load_state_dict(state_dict, strict=False, assign=True)
     if missing or unexpected:
         raise ValueError(
             f"{spec.name}: checkpoint does not fit architecture {spec.arch}: "
             f"{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})"
         )
+    left = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
+    if left:
+        raise RuntimeError(f"{spec.arch}: tensors outside the state dict stayed uninitialised: {left[:5]}")
+    return model
 
 
 def _transfer(model: "nn.Module", spec: ModelSpec, src: Sequence[str], dst: Sequence[str], head: str,
               by_name: bool) -> "nn.Module":
-    from . import models
     from .categories import map_indices
     from .convert.transfer import transfer_head
 
@@ -209,6 +220,4 @@ def _transfer(model: "nn.Module", spec: ModelSpec, src: Sequence[str], dst: Sequ
     background = _extra(spec) == 1
     state_dict = transfer_head(model.state_dict(), spec.arch, mapping, mode=head, src_background=background,
                                dst_background=background)
-    new = models.build(spec.arch, len(dst) + _extra(spec), preprocessing=spec.preprocessing, **spec.build_kwargs)
-    new.load_state_dict(state_dict, strict=True)
-    return new
+    return _build_loaded(spec, state_dict, dst)
