@@ -354,32 +354,37 @@ def _evaluate_sorted(gt: GroundTruth, dt: Detections, d_rows: np.ndarray, g_rows
         rows = np.arange(d_bounds[k], d_bounds[k + 1])
         rows = rows[np.argsort(-scores[rows], kind="mergesort")]  # pycocotools' order: score, then image, rank
         npig = np.count_nonzero(~g_ignore[:, g_bounds[k]:g_bounds[k + 1]], axis=1)
+        if not npig.any():
+            continue
         for m, limit in enumerate(max_dets):
             seq = rows[rank[rows] < limit]
-            for a in range(A):
-                if npig[a] == 0:
-                    continue
-                precision[:, :, k, a, m], recall[:, k, a, m] = _pr_curve(matched[seq, a], ignored[seq, a], npig[a])
+            precision[:, :, k, :, m], recall[:, k, :, m] = _pr_curve(matched[seq], ignored[seq], npig)
     return precision, recall
 
 
-def _pr_curve(matched: np.ndarray, ignored: np.ndarray, npig: int) -> tuple[np.ndarray, np.ndarray]:
-    """Interpolated precision at the recall thresholds [T, R] and final recall [T] (pycocotools' accumulate)."""
-    T, R = matched.shape[1], len(RECALL_THRESHOLDS)
-    nd = len(matched)
-    tp = np.cumsum(matched & ~ignored, axis=0).astype(float)
-    fp = np.cumsum(~matched & ~ignored, axis=0).astype(float)
-    rc = tp / npig
-    pr = tp / (fp + tp + np.spacing(1))
-    q = np.zeros((T, R))
-    if not nd:
-        return q, np.zeros(T)
-    pr = np.maximum.accumulate(pr[::-1], axis=0)[::-1]
-    for t in range(T):
-        idx = np.searchsorted(rc[:, t], RECALL_THRESHOLDS, side="left")
-        ok = idx < nd
-        q[t, ok] = pr[idx[ok], t]
-    return q, rc[-1]
+def _pr_curve(matched: np.ndarray, ignored: np.ndarray, npig: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """pycocotools' accumulate for one category and max_dets: detections [nd, A, T] in score order and the
+    non-ignored ground-truth count per area range [A] give interpolated precision [T, R, A] and recall [T, A]
+    (-1 where an area range has no ground truth)."""
+    nd, A, T = matched.shape
+    R = len(RECALL_THRESHOLDS)
+    q = np.zeros((T, R, A))
+    rec = np.zeros((T, A))
+    if nd:
+        tp = np.cumsum(matched & ~ignored, axis=0).astype(float)
+        fp = np.cumsum(~matched & ~ignored, axis=0).astype(float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rc = tp / npig[None, :, None]
+        pr = np.maximum.accumulate((tp / (fp + tp + np.spacing(1)))[::-1], axis=0)[::-1]
+        rec = rc[-1].T
+        for a in np.flatnonzero(npig):
+            for t in range(T):
+                idx = np.searchsorted(rc[:, a, t], RECALL_THRESHOLDS, side="left")
+                ok = idx < nd
+                q[t, ok, a] = pr[idx[ok], a, t]
+    q[:, :, npig == 0] = -1
+    rec[:, npig == 0] = -1
+    return q, rec
 
 
 def _match(d_box: np.ndarray, d_start: np.ndarray, d_count: np.ndarray, g_box: np.ndarray, g_start: np.ndarray,
