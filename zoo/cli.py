@@ -125,14 +125,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("model_cards"))
     p.add_argument("--check", action="store_true")
     p.set_defaults(fn=_cmd_cards)
-    for ep in entry_points(group=_PLUGIN_GROUP):
-        p = sub.add_parser(ep.name, help=f"from {ep.value}", add_help=False)
-        p.add_argument("rest", nargs=argparse.REMAINDER)
-        p.set_defaults(fn=lambda a, ep=ep: ep.load()(a.rest))
+    for name, ep in _plugins().items():
+        sub.add_parser(name, help=f"from {ep.value} (see `zoo {name} --help`)")
     return parser
 
 
+def _plugins() -> dict:
+    return {ep.name: ep for ep in entry_points(group=_PLUGIN_GROUP)}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    plugins = _plugins()
+    if argv and argv[0] in plugins:  # the plugin parses its own arguments
+        return int(plugins[argv[0]].load()(argv[1:]) or 0)
     args = build_parser().parse_args(argv)
     try:
         return int(args.fn(args) or 0)
