@@ -316,9 +316,31 @@ class FasterRCNNGraph(DetectionGraph):
                            labels.unsqueeze(0).expand_as(flat_scores), self.detections)
 
 
-def graph_for(model: nn.Module, image_size: tuple[int, int]) -> nn.Module:
+class SegmentationGraph(nn.Module):
+    """A segmentation model taking ``[B, 3, H, W]`` on [0, 1] (it normalises itself) -> ``(labels, logits)``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        logits = self.model(images)["out"]
+        return logits.argmax(dim=1), logits
+
+
+DETECTION_OUTPUTS = ("boxes", "scores", "labels", "num_detections")
+SEGMENTATION_OUTPUTS = ("labels", "logits")
+
+
+def output_names(task: str) -> tuple[str, ...]:
+    return SEGMENTATION_OUTPUTS if task == "segmentation" else DETECTION_OUTPUTS
+
+
+def graph_for(model: nn.Module, image_size: tuple[int, int], task: str = "detection") -> nn.Module:
     """The export graph of ``model`` at ``image_size = (H, W)``."""
     _check_size(image_size)
+    if task == "segmentation":
+        return SegmentationGraph(model).eval()
     if isinstance(model, FasterRCNN):
         return FasterRCNNGraph(model, image_size).eval()
     if isinstance(model, RetinaNet):

@@ -1,0 +1,46 @@
+"""``python -m export NAME|CHECKPOINT --format onnx|torchscript --out DIR``."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from .api import ParityError, export_model, parse_size
+from .artifact import ExportError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m export", description=(
+        "Export a zoo model (registry name or .safetensors checkpoint) to a fixed-size, dynamic-batch graph "
+        "with padded outputs, check parity with the eager model on real photos, and write DIR/model.{onnx,pt} "
+        "and DIR/metadata.json atomically."))
+    parser.add_argument("model", help="registry name or path to one of our .safetensors checkpoints")
+    parser.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    parser.add_argument("--out", required=True, help="output folder (created; must be empty unless --overwrite)")
+    parser.add_argument("--size", help="H or HxW input size (default: preprocessing min_size, square)")
+    parser.add_argument("--random-weights", action="store_true", help="architecture only, random weights")
+    parser.add_argument("--score-threshold", type=float, help="detector score threshold override (recorded)")
+    parser.add_argument("--no-parity", action="store_true", help="skip the parity check")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    try:
+        path, report = export_model(args.model, args.out, fmt=args.format, image_size=parse_size(args.size),
+                                    pretrained=not args.random_weights, score_threshold=args.score_threshold,
+                                    parity=not args.no_parity, overwrite=args.overwrite)
+    except ParityError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (ExportError, OSError, ValueError, KeyError, LookupError, TypeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if report is not None:
+        print(report.table())
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""``export_onnx`` / ``export_torchscript``: model -> fixed-size graph -> artefact + metadata, checked for parity,
+published atomically."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image
+from torch import nn
+
+from .artifact import METADATA_FILE, ExportError, build_metadata, read_metadata, staged_dir, write_json
+from .graphs import graph_for, output_names
+from .parity import ParityReport, Tolerance, check_parity
+from .source import ExportSource, load_source
+from zoo.preprocess import Preprocessing
+
+FORMATS = {"onnx": "model.onnx", "torchscript": "model.pt"}
+
+
+class ParityError(ExportError):
+    """The export disagrees with the eager model beyond the tolerance; nothing was written."""
+
+    def __init__(self, report: ParityReport) -> None:
+        super().__init__("export failed the parity check:\n" + report.table())
+        self.report = report
+
+
+def default_image_size(pre: Preprocessing) -> tuple[int, int]:
+    """Square at the preprocessing's short side: photos letterboxed into it reach the model unscaled by its own
+    transform (``min_size`` square fits ``max_size``)."""
+    return (pre.min_size, pre.min_size)
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    """``"512"`` -> (512, 512); ``"480x640"`` -> (480, 640) (height x width); None -> None."""
+    if text is None:
+        return None
+    try:
+        parts = [int(p) for p in text.lower().split("x")]
+    except ValueError:
+        raise ValueError(f"size must be H or HxW in pixels, got {text!r}") from None
+    if len(parts) not in (1, 2):
+        raise ValueError(f"size must be H or HxW in pixels, got {text!r}")
+    return (parts[0], parts[-1])
+
+
+def _runner(fmt: str, path: Path, outputs: tuple[str, ...]):
+    from .runtime import OnnxRunner, TorchScriptRunner
+
+    return OnnxRunner(path) if fmt == "onnx" else TorchScriptRunner(path, outputs)
+
+
+def export_model(model_or_name: str | Path | nn.Module, out_dir: str | Path, *, fmt: str = "onnx",
+                 image_size: tuple[int, int] | None = None, pretrained: bool = True,
+                 score_threshold: float | None = None, parity: bool = True,
+                 photos: dict[str, Image.Image] | None = None, tolerance: Tolerance = Tolerance(),
+                 overwrite: bool = False, raise_on_failure: bool = True) -> tuple[Path | None, ParityReport | None]:
+    """Export and (by default) check parity; returns ``(artefact path, report)``. A failed check raises
+    :class:`ParityError` (or, with ``raise_on_failure=False``, returns ``(None, report)``); ``out_dir`` is then
+    left as it was."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {sorted(FORMATS)}, got {fmt!r}")
+    source = load_source(model_or_name, pretrained=pretrained, score_threshold=score_threshold)
+    size = tuple(image_size) if image_size is not None else default_image_size(source.preprocessing)
+    graph = graph_for(source.model, size, source.task)
+    outputs = output_names(source.task)
+    report = None
+    try:
+        with staged_dir(out_dir, overwrite=overwrite) as tmp:
+            artifact = tmp / FORMATS[fmt]
+            extra: dict = {}
+            if fmt == "onnx":
+                from .onnx import OPSET, write_onnx
+
+                write_onnx(graph, artifact, size, outputs)
+                extra["opset"] = OPSET
+            else:
+                from .torchscript import script_graph, write_torchscript
+
+                module = script_graph(graph)
+                write_torchscript(module, artifact)
+            if parity:
+                report = check_parity(source, _runner(fmt, artifact, outputs), size, photos, tolerance)
+                extra["parity"] = report.to_dict()
+                if not report.passed:
+                    raise ParityError(report)
+            metadata = build_metadata(source, fmt, artifact.name, size, outputs, extra)
+            if fmt == "onnx":
+                from .onnx import set_onnx_metadata
+
+                set_onnx_metadata(artifact, metadata)
+            else:
+                write_torchscript(module, artifact, metadata)
+            write_json(tmp / METADATA_FILE, metadata)
+    except ParityError as exc:
+        if raise_on_failure:
+            raise
+        return None, exc.report
+    return Path(out_dir) / FORMATS[fmt], report
+
+
+def export_onnx(model_or_name: str | Path | nn.Module, out_dir: str | Path, **kwargs) -> Path:
+    """ONNX export of a zoo model (name, ``.safetensors`` checkpoint or ``zoo.load`` result) into ``out_dir``
+    (``model.onnx`` + ``metadata.json``); keyword arguments as :func:`export_model`."""
+    return export_model(model_or_name, out_dir, fmt="onnx", **kwargs)[0]
+
+
+def export_torchscript(model_or_name: str | Path | nn.Module, out_dir: str | Path, **kwargs) -> Path:
+    """TorchScript export (``model.pt`` + ``metadata.json``); keyword arguments as :func:`export_model`."""
+    return export_model(model_or_name, out_dir, fmt="torchscript", **kwargs)[0]
+
+
+def parity_of_export_dir(export_dir: str | Path, photos: dict[str, Image.Image] | None = None,
+                         tolerance: Tolerance = Tolerance()) -> ParityReport:
+    """Re-check a published export against the checkpoint it names."""
+    meta = read_metadata(export_dir)
+    if meta["weights"] == "random":
+        raise ExportError(f"{export_dir} was exported with random weights, which cannot be rebuilt; its parity "
+                          "figures (metadata 'parity') were measured at export time")
+    checkpoint = meta.get("source_checkpoint") or ""
+    threshold = meta["preprocessing"]["score_threshold"] if meta["task"] == "detection" else None
+    source: ExportSource = load_source(checkpoint if checkpoint.endswith(".safetensors") else meta["model"],
+                                       score_threshold=threshold)
+    size = tuple(meta["input"]["shape"][2:])
+    runner = _runner(meta["artifact_format"], Path(export_dir) / meta["artifact"], tuple(meta["outputs"]))
+    return check_parity(source, runner, size, photos, tolerance)

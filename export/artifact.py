@@ -1,0 +1,101 @@
+"""Artefact folders: metadata that travels with every export, and atomic publication (temp folder, then rename)."""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from .source import ExportSource
+
+FORMAT = "objects365-zoo-export/1"
+METADATA_FILE = "metadata.json"
+
+
+class ExportError(RuntimeError):
+    """An export could not be produced; nothing was written."""
+
+
+def exporter_versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+    import torch
+    import torchvision
+
+    import zoo
+
+    return {"torch": torch.__version__, "torchvision": torchvision.__version__, "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__, "objects365-zoo": zoo.__version__}
+
+
+def build_metadata(source: ExportSource, fmt: str, artifact: str, image_size: tuple[int, int],
+                   outputs: tuple[str, ...], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The facts an export carries (ONNX ``metadata_props``, TorchScript extra file, and the JSON beside it)."""
+    height, width = image_size
+    meta: dict[str, Any] = {
+        "format": FORMAT,
+        "artifact": artifact,
+        "artifact_format": fmt,
+        "model": source.name,
+        "task": source.task,
+        "arch": source.arch,
+        "version": source.version,
+        "categories_key": source.categories_key,
+        "categories": list(source.categories),
+        "label_offset": 1 if source.task == "detection" else 0,
+        "preprocessing": source.preprocessing.to_dict(),
+        "input": {"name": "images", "shape": ["batch", 3, height, width], "dtype": "float32",
+                  "layout": "NCHW, RGB on [0, 1]; photos letterboxed (export.letterbox)"},
+        "outputs": list(outputs),
+        "source_checkpoint": source.checkpoint,
+        "source_sha256": source.sha256,
+        "weights": source.weights,
+        "exporter": exporter_versions(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    meta.update(extra or {})
+    return meta
+
+
+def read_metadata(artifact_dir: str | Path) -> dict[str, Any]:
+    path = Path(artifact_dir) / METADATA_FILE
+    if not path.is_file():
+        raise ExportError(f"{artifact_dir} is not an export folder (no {METADATA_FILE})")
+    return json.loads(path.read_text())
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+@contextlib.contextmanager
+def staged_dir(out_dir: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield an empty temp folder beside ``out_dir``; on success it becomes ``out_dir`` in one rename, on error it
+    is removed and ``out_dir`` is left as it was."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportError(f"{out_dir} exists and is not a folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        raise ExportError(f"{out_dir} exists and is not empty (pass overwrite=True / --overwrite to replace it)")
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+        tmp.chmod(0o755)  # mkdtemp's 0700 would follow the rename
+    except OSError as exc:
+        raise ExportError(f"cannot write into {out_dir.parent}: {exc.strerror or exc}") from None
+    try:
+        yield tmp
+        old = None
+        if out_dir.exists():
+            old = out_dir.with_name(tmp.name.replace(".partial", ".old"))
+            os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        if old is not None:
+            shutil.rmtree(old)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
