@@ -1,0 +1,64 @@
+"""What the onnxruntime and Triton backends share: reading an export's metadata, letterboxing photos into its fixed
+input (``export.letterbox``, the same step its parity check and Triton repository use) and mapping outputs back."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .base import Detections, ModelInfo, Result
+
+Runner = Callable[[np.ndarray], dict[str, np.ndarray]]  # images [B, 3, H, W] float32 -> outputs by name
+
+
+def info_from_metadata(meta: dict, backend: str, num_logits: int | None = None) -> ModelInfo:
+    """A :class:`ModelInfo` from an export's ``metadata.json``; ``num_logits``: a segmenter's class channels."""
+    categories = tuple(meta["categories"])
+    offset = int(meta.get("label_offset", 1))
+    if meta["task"] == "segmentation" and num_logits is not None:
+        offset = num_logits - len(categories)  # 1 when the label map has a background class at 0
+    pre = meta["preprocessing"]
+    return ModelInfo(name=meta["model"], version=str(meta["version"]), task=meta["task"], categories=categories,
+                     arch=meta.get("arch", ""), backend=backend, score_threshold=float(pre["score_threshold"]),
+                     max_detections=int(pre["max_detections"]) or 100, label_offset=offset)
+
+
+def input_size(meta: dict) -> tuple[int, int]:
+    height, width = meta["input"]["shape"][2:]
+    return int(height), int(width)
+
+
+def run_letterboxed(runner: Runner, images: list[np.ndarray], size: tuple[int, int], task: str) -> list[Result]:
+    """Letterbox ``images`` into one batch, run it, and return results in each image's own pixels."""
+    from export.letterbox import boxes_to_photo, letterbox
+
+    arrays, scales = [], []
+    for image in images:
+        array, scale = letterbox(Image.fromarray(image), size)
+        arrays.append(array)
+        scales.append(scale)
+    out = runner(np.stack(arrays))
+    results: list[Result] = []
+    for b, (image, scale) in enumerate(zip(images, scales)):
+        height, width = image.shape[:2]
+        if task == "segmentation":
+            valid_h = max(1, min(size[0], round(height * scale)))
+            valid_w = max(1, min(size[1], round(width * scale)))
+            labels = out["labels"][b, :valid_h, :valid_w].astype(np.int32)
+            resized = Image.fromarray(labels, mode="I").resize((width, height), Image.NEAREST)
+            results.append(np.asarray(resized, dtype=np.int64))
+            continue
+        n = int(out["num_detections"][b])
+        results.append(Detections(
+            boxes=boxes_to_photo(out["boxes"][b, :n], scale, (height, width)),
+            scores=out["scores"][b, :n].astype(np.float32),
+            labels=out["labels"][b, :n].astype(np.int64),
+        ))
+    return results
+
+
+def export_dir_of(path: Path) -> Path:
+    """An export folder, given the folder or the ``model.onnx`` inside it."""
+    return path.parent if path.suffix == ".onnx" else path

@@ -1,0 +1,102 @@
+"""In-process ONNX Runtime inference on an export folder (``model.onnx`` + ``metadata.json`` from ``export``)."""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .base import Backend, Result
+from .exported import export_dir_of, info_from_metadata, input_size, run_letterboxed
+
+if TYPE_CHECKING:
+    from ..config import ServingConfig
+
+log = logging.getLogger("serving.onnx")
+
+
+def providers_for(device: str) -> list[str]:
+    """ONNX Runtime execution providers for a torch-style device name; CPU is always the fallback."""
+    import onnxruntime as ort
+
+    if device.startswith("cuda"):
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise RuntimeError("device cuda requested but this onnxruntime has no CUDAExecutionProvider "
+                               "(install onnxruntime-gpu)")
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+class OnnxBackend(Backend):
+    """Runs an export folder with onnxruntime; photos are letterboxed into its fixed input size."""
+
+    def __init__(self, export_dir: str | Path, *, device: str = "cpu", threads: int | None = None,
+                 max_batch_size: int = 8) -> None:
+        import onnxruntime as ort
+
+        from export import read_metadata
+
+        export_dir = export_dir_of(Path(export_dir))
+        self.meta = read_metadata(export_dir)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads or os.cpu_count() or 1
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(export_dir / self.meta["artifact"]), options,
+                                            providers=providers_for(device))
+        outputs = {o.name: o for o in self.session.get_outputs()}
+        self.fetch = ["labels"] if self.meta["task"] == "segmentation" else \
+            ["boxes", "scores", "labels", "num_detections"]
+        logits = outputs.get("logits")
+        num_logits = logits.shape[1] if logits is not None and isinstance(logits.shape[1], int) else None
+        self.info = info_from_metadata(self.meta, "onnxruntime", num_logits)
+        self.size = input_size(self.meta)
+        self.max_batch_size = max_batch_size
+
+    def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        return dict(zip(self.fetch, self.session.run(self.fetch, {"images": batch})))
+
+    def infer(self, images: list[np.ndarray]) -> list[Result]:
+        return run_letterboxed(self._run, images, self.size, self.info.task)
+
+    @classmethod
+    def from_config(cls, name: str, config: "ServingConfig") -> "OnnxBackend":
+        """``config.onnx`` when given, else the model's export in ``config.onnx_cache`` (exported on first use)."""
+        kwargs = {"device": config.device, "threads": config.threads, "max_batch_size": config.max_batch_size}
+        if config.onnx is not None:
+            return cls(config.onnx, **kwargs)
+        return cls(ensure_export(name, config), **kwargs)
+
+
+def ensure_export(name: str, config: "ServingConfig") -> Path:
+    """The cached ONNX export of zoo model ``name`` at the server's size and weights, exported if missing
+    (written to a temporary folder and renamed, so a half-written export is never used). The export's parity
+    check against the eager model runs when scikit-image (its sample photos) is installed."""
+    import zoo
+    from export import export_onnx
+    from export.artifact import ExportError
+
+    from . import load_zoo_model
+
+    spec = zoo.get_spec(name)
+    size = config.image_size or spec.preprocessing.min_size
+    weights = "pretrained" if config.pretrained else "random"
+    out = Path(config.onnx_cache) / f"{spec.name}-v{spec.version}-{size}x{size}-{weights}"
+    if (out / "metadata.json").is_file():
+        return out
+    try:
+        import skimage  # noqa: F401  (the parity check's photos)
+
+        parity = True
+    except ImportError:
+        parity = False
+        log.warning("scikit-image is not installed: exporting without the parity check")
+    log.info("exporting to ONNX on first use", extra={"model": name, "folder": str(out)})
+    try:
+        export_onnx(load_zoo_model(name, config), out, image_size=(size, size), parity=parity)
+    except ExportError:
+        if not (out / "metadata.json").is_file():  # another process may have published it meanwhile
+            raise
+    return out
