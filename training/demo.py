@@ -3,7 +3,7 @@
     python -m training.demo --out zoo/weights/retinanet_lite0_neon_trees.safetensors            # ImageNet backbone
     python -m training.demo --scratch --out data/demo_runs/scratch.safetensors                  # same recipe, scratch
 
-Training: OSBS_029, SOAP_061 and the YELL ``image_crop`` tile (377 crowns), sampled as random 400x400 windows with
+Training: OSBS_029, SOAP_061 and the YELL ``image_crop`` tile (377 crowns), sampled as random 256x256 windows with
 scale jitter, flips, 90-degree rotations and colour jitter. Held out: the YELL ``image_crop2`` tile (574 crowns,
 2299x2472), evaluated in one pass at native scale (the model's resize is set to scale 1 for it) with COCO AP/AP50
 (pycocotools, up to 1000 detections).
@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import Tensor, nn
-from torchvision.io import ImageReadMode, decode_image
+from PIL import Image
+from torchvision.transforms.functional import pil_to_tensor
 
 from training.data.voc import read_voc_xml
 from training.demo_data import HELDOUT_TILE, TRAIN_TILES, TREE_LABELS, DemoData, ensure_demo_data
@@ -49,7 +50,8 @@ class Tile:
 
 def load_tile(data: DemoData, stem: str) -> Tile:
     ann = read_voc_xml(data.annotation(stem))
-    image = decode_image(str(data.image(stem)), mode=ImageReadMode.RGB)
+    with Image.open(data.image(stem)) as im:
+        image = pil_to_tensor(im.convert("RGB"))
     if tuple(image.shape[1:]) != (ann.height, ann.width):
         raise ValueError(f"{stem}: image is {tuple(image.shape[1:])}, annotation says {(ann.height, ann.width)}")
     ann.labels(TREE_LABELS)  # every name must be a tree alias
@@ -109,15 +111,21 @@ def build_model(pretrained_backbone: Path | None) -> nn.Module:
                                if pretrained_backbone else None)
 
 
-def set_train_mode(model: nn.Module, freeze_backbone_bn: bool) -> None:
-    """Train mode; with an ImageNet backbone its BatchNorms keep their statistics and affine parameters."""
+def set_train_mode(model: nn.Module, pretrained: bool) -> None:
+    """Train mode. With an ImageNet backbone its BatchNorms keep their statistics and affine parameters, and the
+    stem and the stride-2/4 blocks (0-2) stay frozen (as torchvision's trainable_layers=3 does): they cost most of the
+    backward pass at high resolution and learn little from 377 boxes."""
     model.train()
-    if freeze_backbone_bn:
-        for m in model.backbone.body.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.eval()
-                m.weight.requires_grad_(False)
-                m.bias.requires_grad_(False)
+    if not pretrained:
+        return
+    body = model.backbone.body
+    for m in body.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.eval()
+            m.weight.requires_grad_(False)
+            m.bias.requires_grad_(False)
+    for m in (body._conv_stem, *body._blocks[:3]):
+        m.requires_grad_(False)
 
 
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -233,14 +241,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, required=True, help="where to write the fp16 .safetensors (JSON beside it)")
     p.add_argument("--scratch", action="store_true", help="random backbone initialisation instead of ImageNet")
-    p.add_argument("--iters", type=int, default=1500)
+    p.add_argument("--iters", type=int, default=700)
     p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--window", type=int, default=256, help="training window side in pixels (native scale)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eval-every", type=int, default=500, help="held-out evaluation period (0: only at the end)")
+    p.add_argument("--eval-every", type=int, default=350, help="held-out evaluation period (0: only at the end)")
     p.add_argument("--data", type=Path, default=None, help="download/cache folder (default data/demo)")
     p.add_argument("--baseline", type=Path, default=None,
                    help="JSON report of the other run (e.g. the scratch one) to record beside this run's figures")
@@ -259,9 +268,10 @@ def main(argv: list[str] | None = None) -> dict:
     heldout = load_tile(data, HELDOUT_TILE)
     pretrained = None if args.scratch else data.lite0_weights
     model = build_model(pretrained)
-    set_train_mode(model, freeze_backbone_bn=pretrained is not None)
+    set_train_mode(model, pretrained is not None)
     opt = make_optimizer(model, args.lr, args.weight_decay)
-    sampler = WindowSampler(train_tiles, seed=args.seed)
+    sampler = WindowSampler(train_tiles, size=args.window, seed=args.seed)
+    model.transform.min_size, model.transform.max_size = (args.window,), args.window  # windows at scale 1
     n_train = sum(len(t.boxes) for t in train_tiles)
     print(f"train tiles {[t.name for t in train_tiles]} ({n_train} boxes); held out {heldout.name} "
           f"({len(heldout.boxes)} boxes); backbone {'scratch' if args.scratch else 'ImageNet'}", flush=True)
@@ -276,7 +286,7 @@ def main(argv: list[str] | None = None) -> dict:
                   + " ".join(f"{k} {v:.3f}" for k, v in running.items()), flush=True)
         if args.eval_every and (step + 1) % args.eval_every == 0 and step + 1 < args.iters:
             ev = evaluate_heldout(model, heldout)
-            set_train_mode(model, freeze_backbone_bn=pretrained is not None)
+            set_train_mode(model, pretrained is not None)
             history.append({"iter": step + 1, **ev})
             print(f"eval it {step + 1}: {ev}", flush=True)
     train_s = time.perf_counter() - t0
@@ -293,10 +303,11 @@ def main(argv: list[str] | None = None) -> dict:
                  "heldout": {heldout.name: len(heldout.boxes)},
                  "sha256": {p.name: sha256_file(p) for s in (*TRAIN_TILES, HELDOUT_TILE)
                             for p in (data.image(s), data.annotation(s))}},
-        "recipe": {"iters": args.iters, "batch": args.batch, "window": CROP, "scale_jitter": list(sampler.scale),
+        "recipe": {"iters": args.iters, "batch": args.batch, "window": args.window, "scale_jitter": list(sampler.scale),
                    "augment": "flip, rot90, colour jitter 15%", "optimizer": "AdamW", "lr": args.lr,
                    "weight_decay": args.weight_decay, "warmup": args.warmup, "schedule": "cosine",
-                   "backbone_bn": "trained" if args.scratch else "frozen", "threads": args.threads,
+                   "backbone": "all trained" if args.scratch else "BN frozen, stem + blocks 0-2 frozen",
+                   "threads": args.threads,
                    "seed": args.seed},
         "evaluation": "held-out tile in one pass at native scale (min_size=short side), score >= 0.05, "
                       "up to 1000 detections; pycocotools COCOeval bbox, maxDets [10, 100, 1000]",
