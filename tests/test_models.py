@@ -34,7 +34,7 @@ def _check_detections(out: list[dict], images: list[torch.Tensor], num_classes: 
 @pytest.mark.parametrize("compat", ["torchvision", "mmdet"])
 def test_faster_rcnn_outputs(compat):
     torch.manual_seed(0)
-    model = fasterrcnn_r50_fpn(6, compat=compat, preprocessing=SMALL).eval()
+    model = fasterrcnn_r50_fpn(6, compat=compat, preprocessing=SMALL, rpn_post_nms_top_n_test=100).eval()
     images = [torch.rand(3, 100, 150), torch.rand(3, 160, 90)]
     with torch.no_grad():
         out = model(images)
