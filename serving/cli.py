@@ -78,5 +78,5 @@ def _check_models(config: ServingConfig) -> None:
         if not (name.endswith(".safetensors") and Path(name).is_file()):
             try:
                 zoo.get_spec(name)
-            except KeyError as exc:
+            except LookupError as exc:  # zoo.UnknownModelError, with close names
                 raise SystemExit(f"error: {exc.args[0]}") from None

@@ -1,0 +1,79 @@
+"""``python -m serving`` as a process: default model offline, JSON logs with request ids, graceful SIGTERM."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from serving.cli import build_parser, main
+from serving.config import ServingConfig
+from serving_helpers import encode
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_flags_override_environment_which_overrides_defaults():
+    env = {"O365ZOO_SERVE_BACKEND": "onnxruntime", "O365ZOO_SERVE_MAX_BATCH_SIZE": "3",
+           "O365ZOO_SERVE_MODELS": "a,b"}
+    args = vars(build_parser().parse_args(["--max-batch-size", "5", "--random-weights"]))
+    config = ServingConfig.from_env(env, **args)
+    assert (config.backend, config.max_batch_size, config.models, config.pretrained) == ("onnxruntime", 5,
+                                                                                         ["a", "b"], False)
+    assert ServingConfig.from_env({}).models == ["retinanet_lite0_neon_trees"]
+    with pytest.raises(ValueError, match="O365ZOO_SERVE_PORT"):
+        ServingConfig.from_env({"O365ZOO_SERVE_PORT": "eighty"})
+
+
+def test_unknown_model_fails_before_binding():
+    with pytest.raises(SystemExit, match="unknown model 'fpn_r50_obj356'.*did you mean"):
+        main(["--model", "fpn_r50_obj356"])
+    assert main(["--backend", "torch", "--score-threshold", "2"]) == 2
+
+
+def test_default_server_process_logs_json_and_stops_gracefully(neon_tile):
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "2"}
+    proc = subprocess.Popen([sys.executable, "-m", "serving", "--port", str(port), "--threads", "2"],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            try:
+                if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server not ready in 120 s"
+            time.sleep(0.2)
+        assert httpx.get(f"{url}/healthz").json()["status"] == "ok"
+        response = httpx.post(f"{url}/v1/detect", content=encode(neon_tile, "PNG"),
+                              headers={"x-request-id": "cli-test-1"}, timeout=60)
+        assert response.status_code == 200 and response.json()["model"]["name"] == "retinanet_lite0_neon_trees"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            _, stderr = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert proc.returncode == 0, stderr[-3000:]
+    records = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    request = next(r for r in records if r["msg"] == "request" and r["request_id"] == "cli-test-1")
+    assert request["path"] == "/v1/detect" and request["status"] == 200 and request["ms"] > 0
+    assert any(r["msg"] == "model ready" for r in records) and records[-1]["msg"] == "stopped"
