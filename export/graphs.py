@@ -15,6 +15,7 @@ Segmentation: ``labels [B, H, W]`` (argmax, int64) and ``logits [B, K, H, W]``.
 Every graph is scriptable (TorchScript) and exports to ONNX after :meth:`DetectionGraph.use_onnx_nms`.
 """
 
+import copy
 import math
 
 import torch
@@ -316,12 +317,53 @@ class FasterRCNNGraph(DetectionGraph):
                            labels.unsqueeze(0).expand_as(flat_scores), self.detections)
 
 
+class FixedAdaptiveAvgPool2d(nn.Module):
+    """``AdaptiveAvgPool2d`` for one known input size, as two averaging matrices: exact for bins that do not divide
+    the input (PSPNet's 3 and 6 bins), which ONNX's exporter refuses."""
+
+    def __init__(self, in_size: tuple[int, int], out_size: tuple[int, int]) -> None:
+        super().__init__()
+        self.register_buffer("rows", self._weights(in_size[0], out_size[0]), persistent=False)
+        self.register_buffer("cols", self._weights(in_size[1], out_size[1]), persistent=False)
+
+    @staticmethod
+    def _weights(n_in: int, n_out: int) -> Tensor:
+        w = torch.zeros(n_out, n_in)
+        for i in range(n_out):
+            start, end = (i * n_in) // n_out, -((-(i + 1) * n_in) // n_out)  # floor, ceil: PyTorch's bin edges
+            w[i, start:end] = 1.0 / (end - start)
+        return w
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.matmul(torch.matmul(self.rows, x), self.cols.t())
+
+
+def _fix_adaptive_pools(model: nn.Module, image_size: tuple[int, int]) -> nn.Module:
+    """A copy of ``model`` whose adaptive average pools with non-dividing bins are :class:`FixedAdaptiveAvgPool2d`."""
+    model = copy.deepcopy(model)
+    seen: dict[str, tuple[int, int]] = {}
+    pools = {n: m for n, m in model.named_modules() if isinstance(m, nn.AdaptiveAvgPool2d)}
+    hooks = [m.register_forward_hook(lambda mod, inp, out, n=n: seen.__setitem__(n, tuple(inp[0].shape[-2:])))
+             for n, m in pools.items()]
+    with torch.no_grad():
+        model(torch.zeros(1, 3, *image_size))
+    for h in hooks:
+        h.remove()
+    for name, in_size in seen.items():
+        out = pools[name].output_size
+        out_size = (out, out) if isinstance(out, int) else tuple(o or s for o, s in zip(out, in_size))
+        if in_size[0] % out_size[0] or in_size[1] % out_size[1]:
+            parent_name, _, attr = name.rpartition(".")
+            setattr(model.get_submodule(parent_name), attr, FixedAdaptiveAvgPool2d(in_size, out_size))
+    return model
+
+
 class SegmentationGraph(nn.Module):
     """A segmentation model taking ``[B, 3, H, W]`` on [0, 1] (it normalises itself) -> ``(labels, logits)``."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, image_size: tuple[int, int]) -> None:
         super().__init__()
-        self.model = model
+        self.model = _fix_adaptive_pools(model, image_size)
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         logits = self.model(images)["out"]
@@ -340,7 +382,7 @@ def graph_for(model: nn.Module, image_size: tuple[int, int], task: str = "detect
     """The export graph of ``model`` at ``image_size = (H, W)``."""
     _check_size(image_size)
     if task == "segmentation":
-        return SegmentationGraph(model).eval()
+        return SegmentationGraph(model, image_size).eval()
     if isinstance(model, FasterRCNN):
         return FasterRCNNGraph(model, image_size).eval()
     if isinstance(model, RetinaNet):
