@@ -309,5 +309,5 @@ def test_distributed_gather_two_ranks(tmp_path: Path) -> None:
     script.write_text(textwrap.dedent(WORKER))
     env = {"PYTHONPATH": str(REPO), "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
     proc = subprocess.run([sys.executable, str(script), str(tmp_path / "rendezvous")], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -9,8 +9,10 @@ COCO evaluation is independent per category, so categories are evaluated in chun
   (stable), at most ``max_dets[-1]`` per (image, category), best-IoU match preferring non-ignored ground truth with
   ties going to the later box, crowd boxes matched by intersection over detection area and any number of times,
   unmatched detections outside the area range ignored, and (as pycocotools) a match to a ground-truth box whose
-  id is 0 counted as unmatched. Why not the libraries: at the Objects365 val shape (38K images x 365 categories)
-  faster-coco-eval needs ~21 GB and its per-(image, category) Python loop ~2 minutes; pycocotools ~32 GB.
+  id is 0 counted as unmatched. Why not the libraries: they keep Python objects per annotation and per (image,
+  category) pair; at the Objects365 val shape (38K images x 365 categories x 100 detections per image)
+  faster-coco-eval needs ~21 GB and about 2 minutes of a core, pycocotools ~32 GB
+  (``benchmarks/bench_coco_eval.py`` measures them).
 - ``"faster-coco-eval"`` and ``"pycocotools"``: the libraries, run on each chunk (references).
 
 Summary statistics are computed from the arrays (pycocotools' ``summarize()`` hard-codes maxDets=100 for AP).
@@ -135,7 +137,7 @@ def _mean_valid(values: np.ndarray) -> float:
 def _resolve_categories(categories: Sequence[int | str], ids: Sequence[int], names: Sequence[str]) -> list[int]:
     """Category ids (sorted, unique) for ids or names; unknown entries raise ValueError."""
     by_name = {n: i for i, n in zip(ids, names)}
-    known = set(int(i) for i in ids)
+    known = {int(i) for i in ids}
     out = set()
     for c in categories:
         if isinstance(c, str):
@@ -147,7 +149,7 @@ def _resolve_categories(categories: Sequence[int | str], ids: Sequence[int], nam
                 raise ValueError(f"unknown category id {c}")
             out.add(int(c))
         else:
-            raise ValueError(f"a category must be an id (int) or a name (str), got {c!r}")
+            raise TypeError(f"a category must be an id (int) or a name (str), got {c!r}")
     if not out:
         raise ValueError("categories must not be empty")
     return sorted(out)
@@ -189,8 +191,11 @@ def load_ground_truth(source: str | os.PathLike | Mapping[str, Any]) -> GroundTr
 
 def _index_of(values: np.ndarray, table: np.ndarray, what: str) -> np.ndarray:
     """Positions of ``values`` in the sorted ``table``; a value not in it raises ValueError."""
-    pos = np.searchsorted(table, values)
-    bad = (pos >= len(table)) | (table[np.minimum(pos, len(table) - 1)] != values) if len(table) else values == values
+    if not len(table):
+        pos, bad = np.zeros(len(values), np.int64), np.ones(len(values), dtype=bool)
+    else:
+        pos = np.searchsorted(table, values)
+        bad = (pos >= len(table)) | (table[np.minimum(pos, len(table) - 1)] != values)
     if bad.any():
         missing = sorted(set(values[bad].tolist()))
         raise ValueError(f"{what} not in the ground truth: {missing[:10]}{' ...' if len(missing) > 10 else ''}")
@@ -228,7 +233,7 @@ def load_detections(source: Any, gt: GroundTruth) -> Detections:
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"malformed detection (need image_id, category_id, bbox [4], score): {e}") from e
     else:
-        raise ValueError(f"unsupported detections type {type(source).__name__}")
+        raise TypeError(f"unsupported detections type {type(source).__name__}")
     n = len(image_id)
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) if n else np.zeros((0, 4))
     if not (len(category) == len(boxes) == len(scores) == n):
@@ -330,18 +335,20 @@ def _evaluate_sorted(gt: GroundTruth, dt: Detections, d_rows: np.ndarray, g_rows
     g_area = gt.area[g_rows]
     g_ignore = gt.iscrowd[g_rows][None, :] | (g_area[None, :] < ranges[:, :1]) | (g_area[None, :] > ranges[:, 1:])
 
-    matched = np.zeros((len(d_rows), A, T), dtype=bool)
-    ignored = np.zeros((len(d_rows), A, T), dtype=bool)
+    matched = np.zeros((A, T, len(d_rows)), dtype=bool)
+    ignored = np.zeros((A, T, len(d_rows)), dtype=bool)
     pos = np.searchsorted(g_groups, d_groups)
     has_gt = pos < len(g_groups)
     has_gt[has_gt] = g_groups[pos[has_gt]] == d_groups[has_gt]
     both = np.flatnonzero(has_gt)
-    _match(dt.boxes[d_rows], d_start[both], d_count[both], gt.boxes[g_rows], g_start[pos[both]],
-           g_count[pos[both]], gt.iscrowd[g_rows], g_ignore, gt.ann_ids[g_rows] == 0, matched, ignored)
     d_box = dt.boxes[d_rows]
+    _match(d_box, d_start[both], d_count[both], gt.boxes[g_rows], g_start[pos[both]],
+           g_count[pos[both]], gt.iscrowd[g_rows], g_ignore, gt.ann_ids[g_rows] == 0, matched, ignored)
     d_area = d_box[:, 2] * d_box[:, 3]
-    outside = (d_area[:, None] < ranges[None, :, 0]) | (d_area[:, None] > ranges[None, :, 1])
-    ignored |= ~matched & outside[:, :, None]
+    outside = (d_area[None, :] < ranges[:, :1]) | (d_area[None, :] > ranges[:, 1:])  # [A, N]
+    ignored |= ~matched & outside[:, None, :]
+    tp, fp = matched & ~ignored, ~matched & ~ignored  # [A, T, N]
+    del matched, ignored
 
     precision = -np.ones((T, R, K, A, M))
     recall = -np.ones((T, K, A, M))
@@ -358,40 +365,41 @@ def _evaluate_sorted(gt: GroundTruth, dt: Detections, d_rows: np.ndarray, g_rows
             continue
         for m, limit in enumerate(max_dets):
             seq = rows[rank[rows] < limit]
-            precision[:, :, k, :, m], recall[:, k, :, m] = _pr_curve(matched[seq], ignored[seq], npig)
+            for a in np.flatnonzero(npig):
+                precision[:, :, k, a, m], recall[:, k, a, m] = _pr_curve(tp[a][:, seq], fp[a][:, seq], npig[a])
     return precision, recall
 
 
-def _pr_curve(matched: np.ndarray, ignored: np.ndarray, npig: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """pycocotools' accumulate for one category and max_dets: detections [nd, A, T] in score order and the
-    non-ignored ground-truth count per area range [A] give interpolated precision [T, R, A] and recall [T, A]
-    (-1 where an area range has no ground truth)."""
-    nd, A, T = matched.shape
-    R = len(RECALL_THRESHOLDS)
-    q = np.zeros((T, R, A))
-    rec = np.zeros((T, A))
-    if nd:
-        tp = np.cumsum(matched & ~ignored, axis=0).astype(float)
-        fp = np.cumsum(~matched & ~ignored, axis=0).astype(float)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            rc = tp / npig[None, :, None]
-        pr = np.maximum.accumulate((tp / (fp + tp + np.spacing(1)))[::-1], axis=0)[::-1]
-        rec = rc[-1].T
-        for a in np.flatnonzero(npig):
-            for t in range(T):
-                idx = np.searchsorted(rc[:, a, t], RECALL_THRESHOLDS, side="left")
-                ok = idx < nd
-                q[t, ok, a] = pr[idx[ok], a, t]
-    q[:, :, npig == 0] = -1
-    rec[:, npig == 0] = -1
-    return q, rec
+def _pr_curve(tp: np.ndarray, fp: np.ndarray, npig: int) -> tuple[np.ndarray, np.ndarray]:
+    """pycocotools' accumulate for one category, area range and max_dets: TP/FP flags [T, nd] of the detections
+    in score order (neither: ignored) give interpolated precision [T, R] and recall [T].
+
+    Detections ignored at every threshold are dropped first: they repeat the previous point of the curve, which
+    changes neither the envelope nor where recall first reaches a threshold, so the result is unchanged.
+    """
+    T, R = tp.shape[0], len(RECALL_THRESHOLDS)
+    counted = (tp | fp).any(axis=0)
+    tp, fp = tp[:, counted], fp[:, counted]
+    nd = tp.shape[1]
+    q = np.zeros((T, R))
+    if not nd:
+        return q, np.zeros(T)
+    tp_sum = np.cumsum(tp, axis=1, dtype=np.float64)
+    fp_sum = np.cumsum(fp, axis=1, dtype=np.float64)
+    rc = tp_sum / npig
+    pr = np.maximum.accumulate((tp_sum / (fp_sum + tp_sum + np.spacing(1)))[:, ::-1], axis=1)[:, ::-1]
+    for t in range(T):
+        idx = np.searchsorted(rc[t], RECALL_THRESHOLDS, side="left")
+        ok = idx < nd
+        q[t, ok] = pr[t, idx[ok]]
+    return q, rc[:, -1]
 
 
 def _match(d_box: np.ndarray, d_start: np.ndarray, d_count: np.ndarray, g_box: np.ndarray, g_start: np.ndarray,
            g_count: np.ndarray, g_crowd: np.ndarray, g_ignore: np.ndarray, g_zero_id: np.ndarray,
            matched: np.ndarray, ignored: np.ndarray) -> None:
     """Greedy matching of pycocotools' evaluateImg for (image, category) groups that have both detections and
-    ground truth; fills ``matched``/``ignored`` [N, A, T] for their detections.
+    ground truth; fills ``matched``/``ignored`` [A, T, N] for their detections.
 
     Groups are bucketed by ground-truth count (padded to a power of two) and sorted by detection count, so the
     groups still active at detection rank r are a prefix of the bucket.
@@ -433,8 +441,8 @@ def _match(d_box: np.ndarray, d_start: np.ndarray, d_count: np.ndarray, g_box: n
             best = (width - 1) - np.argmax(np.where(pool, iou[:, None, None, :], -1.0)[..., ::-1], axis=-1)
             row_i = np.arange(n)[:, None, None]
             a_i = np.arange(ign.shape[1])[None, :, None]
-            ignored[rows] = hit & ign[:n][row_i, a_i, 0, best]
-            matched[rows] = hit & ~zero[row_i, best]
+            ignored[:, :, rows] = np.moveaxis(hit & ign[:n][row_i, a_i, 0, best], 0, -1)
+            matched[:, :, rows] = np.moveaxis(hit & ~zero[row_i, best], 0, -1)
             claim = hit & ~crowd[row_i, best]
             taken[:n] |= (slot == best[..., None]) & claim[..., None]
 
