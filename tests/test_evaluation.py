@@ -18,7 +18,7 @@ import torch
 
 from training.evaluation import distributed
 from training.evaluation.citypersons import log_average_miss_rate
-from training.evaluation.coco import evaluate_coco, load_detections, load_ground_truth
+from training.evaluation.coco import evaluate_coco, load_detections, load_ground_truth, results_from_outputs
 from training.evaluation.segmentation import ConfusionMatrix
 from training.evaluation.voc import evaluate_voc
 
@@ -174,6 +174,23 @@ def test_coco_inputs_and_table(tmp_path: Path) -> None:
     rows = {row["name"]: row for row in ref.per_category()}
     assert rows["absent"]["AP"] == -1 and 0 < rows["person"]["AP"] <= 1
     assert "person" in ref.table() and len(ref.table().splitlines()) == len(CATEGORIES) + 1
+
+
+def test_results_from_model_outputs() -> None:
+    gt, dets = make_coco_fixture(9)
+    ids = [c for c, _ in CATEGORIES]
+    per_image: dict[int, list[dict]] = {}
+    for d in dets:
+        per_image.setdefault(d["image_id"], []).append(d)
+    outputs = [{"boxes": torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (d["bbox"] for d in ds)],
+                                      dtype=torch.float64),
+                "scores": torch.tensor([d["score"] for d in ds], dtype=torch.float64),
+                "labels": torch.tensor([ids.index(d["category_id"]) + 1 for d in ds])} for ds in per_image.values()]
+    columns = results_from_outputs(list(per_image), outputs, ids)
+    ours, ref = evaluate_coco(gt, columns), evaluate_coco(gt, dets)
+    np.testing.assert_allclose(ours.precision, ref.precision, atol=1e-6)  # xywh -> xyxy -> xywh rounding
+    with pytest.raises(ValueError, match="background"):
+        results_from_outputs([1], [{"boxes": [[0, 0, 1, 1]], "scores": [1.0], "labels": [0]}], ids)
 
 
 def test_coco_no_detections_and_bad_input() -> None:

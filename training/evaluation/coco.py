@@ -250,6 +250,33 @@ def load_detections(source: Any, gt: GroundTruth) -> Detections:
     return Detections(image, category, boxes, scores)
 
 
+def results_from_outputs(image_ids: Sequence[int], outputs: Sequence[Mapping[str, Any]],
+                         category_ids: Sequence[int]) -> dict[str, np.ndarray]:
+    """Detector outputs (the zoo contract: ``boxes`` [N, 4] xyxy pixels, ``scores``, ``labels`` with label l naming
+    ``category_ids[l - 1]``, 0 = background) as detection columns for :func:`evaluate_coco` (bbox in xywh)."""
+    if len(image_ids) != len(outputs):
+        raise ValueError(f"{len(image_ids)} image ids for {len(outputs)} outputs")
+    table = np.asarray(category_ids, dtype=np.int64)
+    columns: dict[str, list[np.ndarray]] = {"image_id": [], "category_id": [], "bbox": [], "score": []}
+    for image_id, out in zip(image_ids, outputs):
+        boxes = np.asarray(_to_numpy(out["boxes"]), dtype=np.float64).reshape(-1, 4)
+        labels = np.asarray(_to_numpy(out["labels"]), dtype=np.int64).reshape(-1)
+        if len(labels) and (labels.min() < 1 or labels.max() > len(table)):
+            raise ValueError(f"labels must be in [1, {len(table)}] (0 is background), got {labels.min()}..."
+                             f"{labels.max()}")
+        columns["image_id"].append(np.full(len(boxes), int(image_id), dtype=np.int64))
+        columns["category_id"].append(table[labels - 1])
+        columns["bbox"].append(np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1))
+        columns["score"].append(np.asarray(_to_numpy(out["scores"]), dtype=np.float64).reshape(-1))
+    empty = {"image_id": np.zeros(0, np.int64), "category_id": np.zeros(0, np.int64), "bbox": np.zeros((0, 4)),
+             "score": np.zeros(0)}
+    return {k: np.concatenate(v) if v else empty[k] for k, v in columns.items()}
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+
+
 def evaluate_coco(
     gt: str | os.PathLike | Mapping[str, Any] | GroundTruth,
     detections: Any,
