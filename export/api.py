@@ -49,17 +49,21 @@ def _runner(fmt: str, path: Path, outputs: tuple[str, ...]):
     return OnnxRunner(path) if fmt == "onnx" else TorchScriptRunner(path, outputs)
 
 
-def export_model(model_or_name: str | Path | nn.Module, out_dir: str | Path, *, fmt: str = "onnx",
+def export_model(model_or_name: str | Path | nn.Module | ExportSource, out_dir: str | Path, *, fmt: str = "onnx",
                  image_size: tuple[int, int] | None = None, pretrained: bool = True,
                  score_threshold: float | None = None, parity: bool = True,
                  photos: dict[str, Image.Image] | None = None, tolerance: Tolerance = Tolerance(),
                  overwrite: bool = False, raise_on_failure: bool = True) -> tuple[Path | None, ParityReport | None]:
-    """Export and (by default) check parity; returns ``(artefact path, report)``. A failed check raises
+    """Export and (by default) check parity; ``model_or_name`` may also be a loaded :class:`ExportSource`.
+    Returns ``(artefact path, report)``. A failed check raises
     :class:`ParityError` (or, with ``raise_on_failure=False``, returns ``(None, report)``); ``out_dir`` is then
     left as it was."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {sorted(FORMATS)}, got {fmt!r}")
-    source = load_source(model_or_name, pretrained=pretrained, score_threshold=score_threshold)
+    if isinstance(model_or_name, ExportSource):
+        source = model_or_name
+    else:
+        source = load_source(model_or_name, pretrained=pretrained, score_threshold=score_threshold)
     size = tuple(image_size) if image_size is not None else default_image_size(source.preprocessing)
     graph = graph_for(source.model, size, source.task)
     outputs = output_names(source.task)

@@ -1,8 +1,9 @@
 """ONNX writer: TorchScript-based ``torch.onnx.export`` (``dynamo=False``) of an export graph, dynamic batch.
 
-Why not ``dynamo=True``: torch.export cannot trace torchvision's NMS/box selection (data-dependent guards on the
-number of kept boxes, see ``python -m export.onnx --check-dynamo``), and our NMS is a custom op whose ONNX form is the
-standard ``NonMaxSuppression``; the TorchScript-based exporter maps it through ``symbolic`` and keeps the batch
+Why not ``dynamo=True`` (checked with torch 2.15 + onnxscript): ``torch.export`` fails on torchvision's RetinaNet
+at the data-dependent guard in ``batched_nms`` (``boxes.numel() > 4000`` on an unbacked size) and on our graph at
+the empty-candidates test of the NMS loop; our NMS is a custom autograd function whose ONNX form is the standard
+``NonMaxSuppression``, which the TorchScript-based exporter maps through ``symbolic`` while keeping the batch
 dimension symbolic. Opset 17 is the lowest with everything we need (RoiAlign-16 ``aligned``).
 """
 from __future__ import annotations
