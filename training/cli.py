@@ -206,5 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=publish_cmd)
     r = sub.add_parser("recipes", help="list recipes and their sources")
     r.set_defaults(fn=recipes_cmd)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # recipe overrides may follow options: collect the key=value words argparse left over
+    stray = [x for x in extra if x.startswith("-") or "=" not in x or args.command != "train"]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     return args.fn(args)

@@ -262,7 +262,7 @@ class Trainer:
                 means = dist_utils.all_reduce_mean(flags[:-2].clone())
                 if stop_flags[0] > 0:
                     where = self.checkpoint_path if self.checkpoint_path.is_file() else "none written yet"
-                    shown = ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items())
+                    shown = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
                     raise NonFiniteLossError(
                         f"loss is not finite at iteration {self.iteration + 1} ({shown}); stopped before the "
                         f"update. Last good checkpoint: {where}. Lower the lr or check the data of this batch.")
