@@ -18,8 +18,14 @@ from zoo import get_spec
 from zoo.categories import get_categories
 from zoo.checkpoint import UnsafeCheckpointError, load_weights
 from zoo.convert import (
-    CONVERTERS, check_num_classes, class_count, convert_file, convert_mmdet_faster_rcnn, convert_mmdet_retinanet,
-    get_converter, load_mmdet_checkpoint,
+    CONVERTERS,
+    check_num_classes,
+    class_count,
+    convert_file,
+    convert_mmdet_faster_rcnn,
+    convert_mmdet_retinanet,
+    get_converter,
+    load_mmdet_checkpoint,
 )
 from zoo.models.faster_rcnn import fasterrcnn_r50_fpn
 from zoo.models.retinanet import retinanet_r50_fpn

@@ -10,7 +10,11 @@ from torchvision.ops import MultiScaleRoIAlign, roi_align
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 from zoo.models import build
-from zoo.models.faster_rcnn import MMDetRoIAlign, UnroundedAnchorGenerator, fasterrcnn_r50_fpn
+from zoo.models.faster_rcnn import (
+    MMDetRoIAlign,
+    UnroundedAnchorGenerator,
+    fasterrcnn_r50_fpn,
+)
 from zoo.models.pspnet import pspnet_r50
 from zoo.models.retinanet import MMDetP6P7, retinanet_r50_fpn
 from zoo.preprocess import Preprocessing
@@ -167,6 +171,9 @@ def test_pretrained_backbone_is_read_from_a_local_file(tmp_path):
     torch.save({"conv1.weight": weights["conv1.weight"]}, tmp_path / "partial.pth")
     with pytest.raises(ValueError, match="missing keys"):
         fasterrcnn_r50_fpn(2, pretrained_backbone=tmp_path / "partial.pth")
+    torch.save(resnet50(weights=None, width_per_group=32).state_dict(), tmp_path / "narrow.pth")
+    with pytest.raises(ValueError, match="of another shape"):
+        fasterrcnn_r50_fpn(2, pretrained_backbone=tmp_path / "narrow.pth")
     with pytest.raises(FileNotFoundError):
         fasterrcnn_r50_fpn(2, pretrained_backbone=tmp_path / "absent.pth")
 

@@ -6,14 +6,18 @@ in ``ModelSpec.converter``.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Mapping
 
 from torch import Tensor
 
 from ..registry import ModelSpec
-from .mmdet import convert_mmdet_faster_rcnn, convert_mmdet_retinanet, load_mmdet_checkpoint
+from .mmdet import (
+    convert_mmdet_faster_rcnn,
+    convert_mmdet_retinanet,
+    load_mmdet_checkpoint,
+)
 from .transfer import check_num_classes, class_count, transfer_head
 
 Converter = Callable[[Mapping[str, Tensor]], dict[str, Tensor]]

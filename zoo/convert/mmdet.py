@@ -12,8 +12,8 @@ MMDetection source class ``i`` becomes our label ``i + 1``. ``num_batches_tracke
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import torch
 from torch import Tensor
@@ -54,7 +54,7 @@ def load_mmdet_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict]:
     """
     data = load_foreign(path)
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a dict checkpoint, found {type(data).__name__}")
+        raise TypeError(f"{path}: expected a dict checkpoint, found {type(data).__name__}")
     if "state_dict" in data:
         state_dict, meta = data["state_dict"], data.get("meta") or {}
     else:

@@ -14,8 +14,9 @@ Detectors always have background row 0; segmentation heads have one when ``src_b
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Mapping, Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor, nn

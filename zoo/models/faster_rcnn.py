@@ -32,11 +32,13 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign, roi_align
 
+from ..checkpoint import load_foreign
 from ..preprocess import DETECTION_800, Preprocessing
 from . import register_builder
 
 Compat = Literal["torchvision", "mmdet"]
 COMPAT_MODES: tuple[str, ...] = ("torchvision", "mmdet")
+_CPU = torch.device("cpu")
 
 
 def check_compat(compat: str) -> None:
@@ -46,27 +48,27 @@ def check_compat(compat: str) -> None:
 
 def load_backbone_weights(resnet: nn.Module, path: str | Path) -> None:
     """Load an ImageNet ResNet state dict in torchvision's layout (``conv1.weight``, ``layer1.0...``; ``fc.*`` is
-    ignored) from a local ``.safetensors`` or ``.pth`` file. Nothing is downloaded."""
+    ignored) from a local ``.safetensors`` or ``.pth`` file (read with ``weights_only=True``). Nothing is
+    downloaded."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"pretrained backbone file not found: {path}")
-    if path.suffix == ".safetensors":
-        state = load_file(str(path))
-    else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises UnpicklingError or RuntimeError depending on the content
-            raise ValueError(f"{path}: not a plain tensor checkpoint (refused by weights_only loading): {exc}") from None
+    state = load_file(str(path)) if path.suffix == ".safetensors" else load_foreign(path)
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise TypeError(f"{path}: expected a state dict, found {type(state).__name__}")
     state = {k: v for k, v in state.items() if not k.startswith("fc.") and not k.endswith("num_batches_tracked")}
-    missing, unexpected = resnet.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith("fc.")]
-    if missing or unexpected:
+    own = {k: v.shape for k, v in resnet.state_dict().items() if not k.endswith("num_batches_tracked")}
+    missing = [k for k in own if not k.startswith("fc.") and k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k])]
+    if missing or unexpected or wrong:
         raise ValueError(
-            f"{path}: not a torchvision ResNet state dict ({len(missing)} missing keys, e.g. {missing[:3]}; "
-            f"{len(unexpected)} unexpected, e.g. {unexpected[:3]})"
+            f"{path}: not a torchvision ResNet-50 state dict ({len(missing)} missing keys, e.g. {missing[:3]}; "
+            f"{len(unexpected)} unexpected, e.g. {unexpected[:3]}; {len(wrong)} of another shape, e.g. {wrong[:3]})"
         )
+    resnet.load_state_dict(state, strict=False)
 
 
 def resnet50_body(
@@ -87,7 +89,7 @@ class UnroundedAnchorGenerator(AnchorGenerator):
         scales: list[float],
         aspect_ratios: list[float],
         dtype: torch.dtype = torch.float32,
-        device: torch.device = torch.device("cpu"),
+        device: torch.device = _CPU,
     ) -> Tensor:
         scales_t = torch.as_tensor(scales, dtype=dtype, device=device)
         ratios = torch.as_tensor(aspect_ratios, dtype=dtype, device=device)
@@ -162,21 +164,18 @@ def fasterrcnn_r50_fpn(
     check_compat(compat)
     pre = preprocessing or DETECTION_800
     backbone = _resnet_fpn_extractor(resnet50_body(pretrained_backbone), trainable_backbone_layers)
-    options: dict = dict(
-        min_size=pre.min_size,
-        max_size=pre.max_size,
-        image_mean=list(pre.mean),
-        image_std=list(pre.std),
-        size_divisible=pre.size_divisible,
-        box_score_thresh=pre.score_threshold,
-        box_nms_thresh=pre.nms_threshold,
-        box_detections_per_img=pre.max_detections,
-        rpn_anchor_generator=rpn_anchor_generator(compat),
-    )
+    options: dict = {
+        "min_size": pre.min_size,
+        "max_size": pre.max_size,
+        "image_mean": list(pre.mean),
+        "image_std": list(pre.std),
+        "size_divisible": pre.size_divisible,
+        "box_score_thresh": pre.score_threshold,
+        "box_nms_thresh": pre.nms_threshold,
+        "box_detections_per_img": pre.max_detections,
+        "rpn_anchor_generator": rpn_anchor_generator(compat),
+    }
     if compat == "mmdet":
-        options.update(
-            box_roi_pool=MMDetRoIAlign(["0", "1", "2", "3"]),
-            rpn_post_nms_top_n_train=1000,
-        )
+        options.update(box_roi_pool=MMDetRoIAlign(["0", "1", "2", "3"]), rpn_post_nms_top_n_train=1000)
     options.update(kwargs)
     return FasterRCNN(backbone, num_classes=num_classes, **options)

@@ -89,18 +89,18 @@ def retinanet_r50_fpn(
     backbone = _resnet_fpn_extractor(
         resnet50_body(pretrained_backbone), trainable_backbone_layers, returned_layers=[2, 3, 4], extra_blocks=extra
     )
-    options: dict = dict(
-        min_size=pre.min_size,
-        max_size=pre.max_size,
-        image_mean=list(pre.mean),
-        image_std=list(pre.std),
-        size_divisible=pre.size_divisible,
-        score_thresh=pre.score_threshold,
-        nms_thresh=pre.nms_threshold,
-        detections_per_img=pre.max_detections,
-        topk_candidates=1000,
-        anchor_generator=anchor_generator(compat),
-    )
+    options: dict = {
+        "min_size": pre.min_size,
+        "max_size": pre.max_size,
+        "image_mean": list(pre.mean),
+        "image_std": list(pre.std),
+        "size_divisible": pre.size_divisible,
+        "score_thresh": pre.score_threshold,
+        "nms_thresh": pre.nms_threshold,
+        "detections_per_img": pre.max_detections,
+        "topk_candidates": 1000,
+        "anchor_generator": anchor_generator(compat),
+    }
     options.update(kwargs)
     model = RetinaNet(backbone, num_classes=num_classes, **options)
     set_background_rows_(model.head.classification_head.cls_logits, num_classes)
