@@ -154,7 +154,12 @@ def test_pspnet_normalises_inside():
         expected = torch.nn.functional.interpolate(model.classifier(features), size=(40, 48), mode="bilinear")
         torch.testing.assert_close(model(x)["out"], expected)
     assert model.backbone.layer4[0].conv2.dilation == (2, 2)
-    assert "mean" not in model.state_dict()
+    with torch.device("meta"):
+        on_meta = pspnet_r50(5)
+    on_meta.load_state_dict(model.state_dict(), assign=True)
+    assert not any(t.is_meta for t in (*on_meta.parameters(), *on_meta.buffers()))
+    with torch.no_grad():
+        torch.testing.assert_close(on_meta.eval()(x)["out"], model(x)["out"])
 
 
 def test_pretrained_backbone_is_read_from_a_local_file(tmp_path):

@@ -77,14 +77,18 @@ class PSPNet(nn.Module):
         self.backbone = backbone
         self.classifier = classifier
         self.aux_classifier = aux_classifier
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        # Plain floats, not buffers: nothing to carry in state dicts, and a model built on the meta device and
+        # filled with load_state_dict(assign=True) is complete.
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"expected a batch [B, 3, H, W] of RGB images, got shape {tuple(images.shape)}")
         size = images.shape[-2:]
-        features = self.backbone((images - self.mean) / self.std)
+        mean = torch.as_tensor(self.mean, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+        std = torch.as_tensor(self.std, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+        features = self.backbone((images - mean) / std)
         result = {"out": F.interpolate(self.classifier(features["out"]), size=size, mode="bilinear", align_corners=False)}
         if self.aux_classifier is not None:
             aux = self.aux_classifier(features["aux"])
