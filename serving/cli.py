@@ -12,7 +12,7 @@ from .config import BACKENDS, ENV_PREFIX, ServingConfig
 log = logging.getLogger("serving")
 
 _FLAG_TYPES = {"int": int, "int | None": int, "float": float, "float | None": float, "Path": Path,
-               "Path | None": Path, "str": str}
+               "Path | None": Path, "str": str, "str | None": str}
 
 
 def build_parser() -> argparse.ArgumentParser:

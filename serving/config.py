@@ -32,6 +32,8 @@ class ServingConfig:
                              metadata={"help": "onnxruntime: folder for models exported on first use"})
     triton_url: str = field(default="127.0.0.1:8000", metadata={"help": "triton: server address host:port"})
     triton_protocol: str = field(default="http", metadata={"help": "triton: http or grpc"})
+    triton_model: str | None = field(default=None, metadata={"help": "triton: the graph model to call (default: "
+                                                                     "<name>_onnx if ready, else <name>_python)"})
     max_batch_size: int = field(default=8, metadata={"help": "images per inference batch, at most"})
     max_wait_ms: float = field(default=5.0, metadata={"help": "how long a batch waits to fill after its first image"})
     queue_size: int = field(default=64, metadata={"help": "requests waiting per model before 503 + Retry-After"})

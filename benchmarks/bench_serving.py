@@ -1,0 +1,237 @@
+"""Serving throughput and latency over loopback HTTP against the same backend called directly in a loop.
+
+For each model and backend: the backend's ``infer`` on one image in a loop (direct), then a server process
+(``python -m serving``) at concurrency 1, 4 and 16 with dynamic batching, the same at 16 with batch size 1, and a
+small queue flooded to count 503 answers. Prints a table and writes benchmarks/results/bench_serving.json.
+
+    nice python benchmarks/bench_serving.py                       # demo model + R50-FPN at 512 px, torch + onnxruntime
+    nice python benchmarks/bench_serving.py --backends torch,onnxruntime,triton --requests 16
+
+R50-FPN runs with random weights (the published checkpoint is a download): timing only, the detections are noise.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+RESULTS = REPO / "benchmarks" / "results" / "bench_serving.json"
+MODELS = {  # key: (zoo name, image size override, pretrained)
+    "demo": ("retinanet_lite0_neon_trees", None, True),
+    "r50fpn_512": ("fpn_r50_obj365", 512, False),
+}
+
+
+def test_image(key: str) -> bytes:
+    """The demo model gets a NEON tile (400x400); R50-FPN a 512x512 crop of scikit-image's astronaut."""
+    if key == "demo":
+        tile = REPO / "data" / "demo_cache" / "deepforest" / "data" / "OSBS_029.png"
+        if not tile.is_file():
+            from training.demo_data import ensure_demo_data
+
+            ensure_demo_data()
+        image = Image.open(tile).convert("RGB")
+    else:
+        from skimage import data
+
+        image = Image.fromarray(data.astronaut()).resize((512, 512))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def summarise(latencies: list[float], seconds: float, statuses: list[int]) -> dict:
+    ok = [lat for lat, status in zip(latencies, statuses) if status == 200]
+    return {
+        "requests": len(statuses),
+        "ok": len(ok),
+        "status_counts": {str(s): statuses.count(s) for s in sorted(set(statuses))},
+        "throughput_per_s": round(len(ok) / seconds, 3) if seconds else None,
+        "p50_ms": round(1000 * statistics.median(ok), 1) if ok else None,
+        "p99_ms": round(1000 * float(np.percentile(ok, 99)), 1) if ok else None,
+    }
+
+
+def direct(key: str, backend_name: str, image: bytes, requests: int, threads: int, cache: Path) -> dict:
+    """The backend's own infer() on one decoded image, ``requests`` times in a loop (after one warm-up)."""
+    import torch
+
+    from serving.backends import create_backend
+    from serving.config import ServingConfig
+    from serving.limits import decode_image
+
+    torch.set_num_threads(threads)
+    name, size, pretrained = MODELS[key]
+    config = ServingConfig(models=[name], backend=backend_name, image_size=size, pretrained=pretrained,
+                           threads=threads, onnx_cache=cache)
+    backend = create_backend(name, config)
+    pixels = decode_image(image, None, 10**8).pixels
+    backend.infer([pixels])
+    latencies = []
+    started = time.perf_counter()
+    for _ in range(requests):
+        t = time.perf_counter()
+        decode_image(image, None, 10**8)  # the server decodes too: keep the comparison fair
+        backend.infer([pixels])
+        latencies.append(time.perf_counter() - t)
+    result = summarise(latencies, time.perf_counter() - started, [200] * requests)
+    backend.close()
+    return result
+
+
+class Server:
+    """``python -m serving`` in a child process on a free loopback port."""
+
+    def __init__(self, key: str, backend: str, threads: int, cache: Path, **flags) -> None:
+        name, size, pretrained = MODELS[key]
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        args = [sys.executable, "-m", "serving", "--model", name, "--backend", backend, "--port", str(self.port),
+                "--threads", str(threads), "--onnx-cache", str(cache), "--log-level", "warning",
+                "--score-threshold", "0.3", "--request-timeout-s", "600"]
+        if size:
+            args += ["--image-size", str(size)]
+        if not pretrained:
+            args.append("--random-weights")
+        for flag, value in flags.items():
+            args += [f"--{flag.replace('_', '-')}", str(value)]
+        env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(threads)}
+        self.proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> "Server":
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.proc.stderr.read().decode()[-2000:]}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=5).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.25)
+        raise RuntimeError("server not ready in 600 s")
+
+    def __exit__(self, *exc) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def load(url: str, image: bytes, requests: int, concurrency: int) -> dict:
+    """``requests`` POST /v1/detect from ``concurrency`` client threads (each its own connection)."""
+    clients = [httpx.Client(timeout=300) for _ in range(concurrency)]
+
+    def one(i: int) -> tuple[float, int, bool]:
+        t = time.perf_counter()
+        response = clients[i % concurrency].post(f"{url}/v1/detect", content=image,
+                                                 headers={"content-type": "image/png"})
+        return time.perf_counter() - t, response.status_code, "retry-after" in response.headers
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(one, range(concurrency)))  # warm connections and the batcher
+        started = time.perf_counter()
+        results = list(pool.map(one, range(requests)))
+        seconds = time.perf_counter() - started
+    for client in clients:
+        client.close()
+    summary = summarise([r[0] for r in results], seconds, [r[1] for r in results])
+    summary["retry_after_on_503"] = all(r[2] for r in results if r[1] == 503)
+    return summary
+
+
+def batch_sizes(url: str) -> dict:
+    text = httpx.get(f"{url}/metrics").text
+    count = sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("serving_batch_size_count"))
+    total = sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("serving_batch_size_sum"))
+    return {"batches": int(count), "mean_batch_size": round(total / count, 2) if count else None}
+
+
+def run(key: str, backend: str, args: argparse.Namespace) -> dict:
+    image = test_image(key)
+    n = args.requests if key == "demo" else max(8, args.requests // 2)
+    out: dict = {"model": MODELS[key][0], "backend": backend, "image_bytes": len(image)}
+    print(f"[{key} / {backend}] direct loop", flush=True)
+    out["direct"] = direct(key, backend, image, n, args.threads, args.cache)
+    out["http"] = {}
+    with Server(key, backend, args.threads, args.cache, max_batch_size=8, max_wait_ms=10, queue_size=64) as server:
+        for c in args.concurrency:
+            print(f"[{key} / {backend}] HTTP concurrency {c}", flush=True)
+            before = batch_sizes(server.url)["batches"]
+            out["http"][str(c)] = load(server.url, image, max(n, c), c)
+            after = batch_sizes(server.url)
+            out["http"][str(c)]["batches_during_run"] = after["batches"] - before
+    top = str(max(args.concurrency))
+    print(f"[{key} / {backend}] HTTP concurrency {top}, batch size 1", flush=True)
+    with Server(key, backend, args.threads, args.cache, max_batch_size=1, queue_size=64) as server:
+        out["http_batch1"] = load(server.url, image, max(n, int(top)), int(top))
+    print(f"[{key} / {backend}] queue flood (queue 2, 24 clients)", flush=True)
+    with Server(key, backend, args.threads, args.cache, max_batch_size=1, queue_size=2) as server:
+        out["queue_full"] = load(server.url, image, 24, 24)
+    d, h1 = out["direct"]["throughput_per_s"], out["http"][str(min(args.concurrency))]["throughput_per_s"]
+    out["http_overhead_pct"] = round(100 * (1 - h1 / d), 1) if d and h1 else None
+    hb, b1 = out["http"][top]["throughput_per_s"], out["http_batch1"]["throughput_per_s"]
+    out["batching_speedup_at_top"] = round(hb / b1, 3) if hb and b1 else None
+    return out
+
+
+def table(rows: list[dict]) -> str:
+    lines = [f"{'model':<28} {'backend':<12} {'mode':<16} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'statuses':<18}"]
+    for r in rows:
+        modes = [("direct", r["direct"])] + [(f"http c={c}", v) for c, v in r["http"].items()] + \
+                [("http c=16 b=1", r["http_batch1"]), ("queue flood", r["queue_full"])]
+        for mode, v in modes:
+            lines.append(f"{r['model']:<28} {r['backend']:<12} {mode:<16} {v['throughput_per_s'] or 0:>7.2f} "
+                         f"{v['p50_ms'] or 0:>8.1f} {v['p99_ms'] or 0:>8.1f} {json.dumps(v['status_counts']):<18}")
+        lines.append(f"{'':<28} {'':<12} HTTP overhead at c=1: {r['http_overhead_pct']}%; dynamic batching vs "
+                     f"batch-1 at c=16: x{r['batching_speedup_at_top']}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="demo,r50fpn_512", help=f"comma-separated of {', '.join(MODELS)}")
+    parser.add_argument("--backends", default="torch,onnxruntime", help="comma-separated of torch, onnxruntime, "
+                                                                        "triton")
+    parser.add_argument("--requests", type=int, default=16, help="timed requests per setting (R50: half)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--threads", type=int, default=2, help="torch / onnxruntime intra-op threads")
+    parser.add_argument("--cache", type=Path, default=REPO / ".cache" / "bench_serving",
+                        help="ONNX export cache of the onnxruntime backend")
+    args = parser.parse_args()
+    rows = []
+    for key in args.models.split(","):
+        for backend in args.backends.split(","):
+            rows.append(run(key, backend, args))
+    print(table(rows))
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    report = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "threads": args.threads},
+              "settings": {"requests": args.requests, "concurrency": args.concurrency}, "results": rows}
+    tmp = RESULTS.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    os.replace(tmp, RESULTS)
+    print(f"wrote {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
