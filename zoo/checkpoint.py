@@ -57,9 +57,21 @@ def load_foreign(path: str | Path) -> Any:
     import torch
 
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_numpy_scalar_globals()):
+            return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise UnsafeCheckpointError(
             f"{path}: refused to load: the checkpoint contains Python objects beyond tensors and plain containers "
             f"(loading it would run arbitrary code). Re-save it as a plain state dict or safetensors. ({exc})"
         ) from None
+
+
+def _numpy_scalar_globals() -> list:
+    """NumPy scalars and dtypes: plain values that training frameworks leave in checkpoint metadata (e.g. a seed
+    stored as ``np.int64``). They rebuild a number from bytes and run no code, so they join the allow-list."""
+    import numpy as np
+
+    scalar = np._core.multiarray.scalar if hasattr(np, "_core") else np.core.multiarray.scalar
+    dtype_classes = [type(np.dtype(t)) for t in ("bool", "int8", "int16", "int32", "int64", "uint8", "float16",
+                                                   "float32", "float64")]
+    return [scalar, np.dtype, *dtype_classes]
