@@ -183,3 +183,54 @@ def test_l2_norm_ratio_from_weights():
     assert l2_norm_ratio(pretrained, imagenet) == pytest.approx(0.15)
     with pytest.raises(ValueError, match="share no backbone"):
         l2_norm_ratio({"backbone.body.other": torch.ones(2)}, imagenet)
+
+
+def test_citypersons_reader_reasonable_subset_and_bad_label(tmp_path):
+    from PIL import Image
+
+    from training.data import CityPersons
+
+    (tmp_path / "gt" / "train" / "aachen").mkdir(parents=True)
+    (tmp_path / "img" / "train" / "aachen").mkdir(parents=True)
+    Image.new("RGB", (200, 100)).save(tmp_path / "img" / "train" / "aachen" / "aachen_000000_000019_leftImg8bit.png")
+    objects = [{"label": "pedestrian", "bbox": [10, 10, 30, 60], "bboxVis": [10, 10, 30, 60]},
+               {"label": "pedestrian", "bbox": [50, 10, 10, 20], "bboxVis": [50, 10, 10, 20]},  # too short
+               {"label": "rider", "bbox": [90, 10, 30, 60], "bboxVis": [90, 10, 30, 60]}]
+    ann = tmp_path / "gt" / "train" / "aachen" / "aachen_000000_000019_gtBboxCityPersons.json"
+    ann.write_text(json.dumps({"imgWidth": 200, "imgHeight": 100, "objects": objects}))
+    ds = CityPersons(tmp_path / "gt", tmp_path / "img", "train")
+    image, target = ds[0]
+    assert image.shape == (3, 100, 200) and target["boxes"].tolist() == [[10, 10, 40, 70]]
+    assert len(ds.annotation(0).ignore) == 2
+    ann.write_text(json.dumps({"imgWidth": 200, "imgHeight": 100, "objects": [{"label": "cyclist", "bbox": [1, 1, 5, 5]}]}))
+    with pytest.raises(AnnotationError, match="objects\\[0\\].label = 'cyclist'"):
+        CityPersons(tmp_path / "gt", tmp_path / "img", "train")
+
+
+def test_segmentation_masks_voc_palette_and_ade_reduce_zero(tmp_path):
+    from PIL import Image
+
+    from training.data.segmentation import SegmentationDataset
+    from training.transforms import segmentation_train
+
+    Image.new("RGB", (40, 30)).save(tmp_path / "a.jpg")
+    mask = np.zeros((30, 40), np.uint8)
+    mask[5:10, 5:10], mask[0, :] = 15, 255
+    pal = Image.fromarray(mask, mode="P")
+    pal.putpalette([0, 0, 0, 128, 0, 0] * 128)
+    pal.save(tmp_path / "a.png")
+    ds = SegmentationDataset([tmp_path / "a.jpg"], [tmp_path / "a.png"], 21)
+    m = ds[0][1]["mask"]
+    assert m[6, 6] == 15 and m[0, 0] == 255 and m[20, 20] == 0
+    mask[0, :] = 0  # ADE20K masks hold 0 ("other") and 1..150
+    Image.fromarray(mask, mode="L").save(tmp_path / "ade.png")
+    ade = SegmentationDataset([tmp_path / "a.jpg"], [tmp_path / "ade.png"], 150, reduce_zero_label=True)
+    m = ade[0][1]["mask"]
+    assert m[6, 6] == 14 and m[20, 20] == 255
+    aug = SegmentationDataset([tmp_path / "a.jpg"], [tmp_path / "a.png"], 21, transforms=segmentation_train(32))
+    image, target = aug[(0, 7)]
+    assert image.shape == (3, 32, 32) and target["mask"].shape == (32, 32)
+    assert torch.equal(aug[(0, 7)][1]["mask"], target["mask"])
+    bad = SegmentationDataset([tmp_path / "a.jpg"], [tmp_path / "a.png"], 10)
+    with pytest.raises(ValueError, match="label 15 outside 0..9"):
+        bad[0]
