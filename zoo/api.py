@@ -132,7 +132,7 @@ def _pretrained_state_dict(spec: ModelSpec, weights: Path | None, **fetch_kw) ->
 def _converted(spec: ModelSpec, path: Path) -> tuple[dict, tuple[str, ...] | None]:
     """Convert a foreign checkpoint once; the result is cached as safetensors beside the download."""
     from .checkpoint import load_weights, save_weights
-    from .convert import get_converter, read_foreign_checkpoint
+    from .convert import get_converter, mmdet_classes, read_foreign_checkpoint
 
     cached = path.with_name(path.name + f".{spec.converter}.safetensors")
     if cached.is_file():
@@ -140,7 +140,7 @@ def _converted(spec: ModelSpec, path: Path) -> tuple[dict, tuple[str, ...] | Non
         if meta.get("source_identity") == _identity(path):
             return state_dict, tuple(json.loads(meta["categories"])) if meta.get("categories") else None
     state_dict, meta = read_foreign_checkpoint(path)
-    names = _checkpoint_categories(spec, _meta_classes(meta))
+    names = _checkpoint_categories(spec, mmdet_classes(meta))
     state_dict = get_converter(spec.converter)(state_dict)
     save_weights(state_dict, cached, {"model": spec.name, "source": spec.source, "source_identity": _identity(path),
                                       "categories": list(names) if names else ""})
@@ -172,14 +172,6 @@ def _checkpoint_categories(spec: ModelSpec, class_names: list[str] | None) -> tu
         return get_categories(key)
     check_categories(class_names, spec.categories)  # raises, naming the closest known list
     return tuple(class_names)
-
-
-def _meta_classes(meta: dict | None) -> list[str] | None:
-    """MMDetection stores its class list as meta['CLASSES'] (2.x) or meta['dataset_meta']['classes'] (3.x)."""
-    if not isinstance(meta, dict):
-        return None
-    classes = meta.get("CLASSES") or (meta.get("dataset_meta") or {}).get("classes")
-    return list(classes) if classes else None
 
 
 def _build_loaded(spec: ModelSpec, state_dict: dict, names: Sequence[str]) -> "nn.Module":

@@ -17,6 +17,7 @@ from .mmdet import (
     convert_mmdet_faster_rcnn,
     convert_mmdet_retinanet,
     load_mmdet_checkpoint,
+    mmdet_classes,
 )
 from .transfer import check_num_classes, class_count, transfer_head
 
@@ -32,7 +33,7 @@ read_foreign_checkpoint = load_mmdet_checkpoint
 
 __all__ = [
     "CONVERTERS", "check_num_classes", "class_count", "convert_file", "convert_mmdet_faster_rcnn",
-    "convert_mmdet_retinanet", "get_converter", "load_mmdet_checkpoint", "read_foreign_checkpoint", "transfer_head",
+    "convert_mmdet_retinanet", "get_converter", "load_mmdet_checkpoint", "mmdet_classes", "read_foreign_checkpoint", "transfer_head",
 ]
 
 
@@ -81,9 +82,9 @@ def convert_file(
 
     state_dict, foreign_meta = load_mmdet_checkpoint(src)
     if spec is not None:
-        names = foreign_meta.get("CLASSES") or (foreign_meta.get("dataset_meta") or {}).get("classes")
+        names = mmdet_classes(foreign_meta)
         if names:
-            check_categories(list(names), spec.categories)
+            check_categories(names, spec.categories)
     converted = convert(state_dict)
     if "arch" in meta_out and "categories" in meta_out:
         num_names = len(json.loads(meta_out["categories"]))

@@ -64,6 +64,15 @@ def load_mmdet_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict]:
     return dict(state_dict), dict(meta) if isinstance(meta, dict) else {}
 
 
+def mmdet_classes(meta: dict | None) -> list[str] | None:
+    """The class list MMDetection stores in a checkpoint: meta['CLASSES'] (2.x) or meta['dataset_meta']['classes']
+    (3.x); None when absent."""
+    if not isinstance(meta, dict):
+        return None
+    classes = meta.get("CLASSES") or (meta.get("dataset_meta") or {}).get("classes")
+    return list(classes) if classes else None
+
+
 def convert_mmdet_faster_rcnn(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """MMDetection Faster R-CNN R50-FPN (Shared2FCBBoxHead, class-specific regression) -> ``fasterrcnn_r50_fpn``."""
     out = _rename(state_dict, _FASTER_RCNN, "Faster R-CNN R50-FPN")
