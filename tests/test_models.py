@@ -192,3 +192,17 @@ def test_registered_builders_and_bad_arguments():
         build("pspnet_r50", 3, compat="mmdet")
     with pytest.raises(ValueError, match="background"):
         retinanet_r50_fpn(1)
+
+
+@pytest.mark.parametrize("arch", ["fasterrcnn_r50_fpn", "retinanet_r50_fpn"])
+def test_trainable_batchnorm_for_syncbn_pretraining(arch):
+    from torchvision.ops import FrozenBatchNorm2d
+
+    frozen = build(arch, 3)
+    trainable = build(arch, 3, norm="bn")
+    assert any(isinstance(m, FrozenBatchNorm2d) for m in frozen.backbone.body.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in frozen.backbone.body.modules())
+    synced = torch.nn.SyncBatchNorm.convert_sync_batchnorm(trainable)
+    assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in synced.backbone.body.modules())
+    with pytest.raises(ValueError, match="norm must be one of"):
+        build(arch, 3, norm="group")

@@ -83,9 +83,10 @@ def train(args: argparse.Namespace) -> int:
         from zoo import models
         from zoo.preprocess import DETECTION_800, SEGMENTATION_512
 
-        arch, build_kwargs = recipe.arch, {}
+        # SyncBN pretraining needs trainable BatchNorm in the backbone (the engine converts it to SyncBatchNorm).
+        arch, build_kwargs = recipe.arch, ({"norm": "bn"} if recipe.sync_bn and not seg else {})
         pre = SEGMENTATION_512 if seg else DETECTION_800
-        model = models.build(arch, num_classes, preprocessing=pre)
+        model = models.build(arch, num_classes, preprocessing=pre, **build_kwargs)
     if not seg:
         pre = dataclasses.replace(pre, min_size=max(recipe.min_sizes), max_size=recipe.max_size)
         if hasattr(model, "transform"):

@@ -71,11 +71,17 @@ def load_backbone_weights(resnet: nn.Module, path: str | Path) -> None:
     resnet.load_state_dict(state, strict=False)
 
 
-def resnet50_body(
-    pretrained_backbone: str | Path | None, *, norm_layer: type[nn.Module] = FrozenBatchNorm2d, **kwargs
-) -> nn.Module:
-    """torchvision ResNet-50 with random weights, or with the weights of a local file."""
-    body = resnet50(weights=None, norm_layer=norm_layer, **kwargs)
+NORM_LAYERS: dict[str, type[nn.Module]] = {"frozen": FrozenBatchNorm2d, "bn": nn.BatchNorm2d}
+
+
+def resnet50_body(pretrained_backbone: str | Path | None, *, norm: str = "frozen", **kwargs) -> nn.Module:
+    """torchvision ResNet-50 with random weights, or with the weights of a local file.
+
+    ``norm``: "frozen" (FrozenBatchNorm2d: finetuning, inference) or "bn" (trainable BatchNorm2d, which the training
+    engine turns into SyncBatchNorm for the paper's SyncBN pretraining)."""
+    if norm not in NORM_LAYERS:
+        raise ValueError(f"norm must be one of {sorted(NORM_LAYERS)}, got {norm!r}")
+    body = resnet50(weights=None, norm_layer=NORM_LAYERS[norm], **kwargs)
     if pretrained_backbone is not None:
         load_backbone_weights(body, pretrained_backbone)
     return body
@@ -153,17 +159,18 @@ def fasterrcnn_r50_fpn(
     preprocessing: Preprocessing | None = None,
     pretrained_backbone: str | Path | None = None,
     trainable_backbone_layers: int = 3,
+    norm: str = "frozen",
     **kwargs,
 ) -> FasterRCNN:
     """torchvision ``FasterRCNN`` on ResNet-50-FPN with ``num_classes`` = C + 1 (label 0 background).
 
     Backbone BatchNorm is frozen (``FrozenBatchNorm2d``), as MMDetection's ``norm_eval`` and torchvision's pretrained
-    detectors do. ``pretrained_backbone``: a local ImageNet ResNet-50 file (never downloaded).
+    detectors do; ``norm="bn"`` makes it trainable (SyncBN pretraining). ``pretrained_backbone``: a local ImageNet ResNet-50 file (never downloaded).
     ``kwargs`` go to ``FasterRCNN`` and override the values derived from ``preprocessing``.
     """
     check_compat(compat)
     pre = preprocessing or DETECTION_800
-    backbone = _resnet_fpn_extractor(resnet50_body(pretrained_backbone), trainable_backbone_layers)
+    backbone = _resnet_fpn_extractor(resnet50_body(pretrained_backbone, norm=norm), trainable_backbone_layers)
     options: dict = {
         "min_size": pre.min_size,
         "max_size": pre.max_size,

@@ -114,7 +114,7 @@ def pspnet_r50(
     if compat != "torchvision":
         raise ValueError(f"pspnet_r50 has no {compat!r} compat mode")
     pre = preprocessing or SEGMENTATION_512
-    body = resnet50_body(pretrained_backbone, norm_layer=nn.BatchNorm2d, replace_stride_with_dilation=[False, True, True])
+    body = resnet50_body(pretrained_backbone, norm="bn", replace_stride_with_dilation=[False, True, True])
     return_layers = {"layer4": "out", "layer3": "aux"} if aux else {"layer4": "out"}
     backbone = IntermediateLayerGetter(body, return_layers=return_layers)
     aux_classifier = None

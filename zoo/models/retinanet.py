@@ -74,11 +74,13 @@ def retinanet_r50_fpn(
     preprocessing: Preprocessing | None = None,
     pretrained_backbone: str | Path | None = None,
     trainable_backbone_layers: int = 3,
+    norm: str = "frozen",
     **kwargs,
 ) -> RetinaNet:
     """torchvision ``RetinaNet`` on ResNet-50-FPN (P3-P7) with ``num_classes`` = C + 1 (row 0 unused background).
 
-    Backbone BatchNorm is frozen. ``pretrained_backbone``: a local ImageNet ResNet-50 file (never downloaded).
+    Backbone BatchNorm is frozen (``norm="bn"``: trainable, for SyncBN pretraining). ``pretrained_backbone``: a
+    local ImageNet ResNet-50 file (never downloaded).
     ``kwargs`` go to ``RetinaNet`` and override the values derived from ``preprocessing``.
     """
     check_compat(compat)
@@ -87,7 +89,7 @@ def retinanet_r50_fpn(
     pre = preprocessing or DETECTION_800
     extra = MMDetP6P7(2048, 256) if compat == "mmdet" else LastLevelP6P7(256, 256)
     backbone = _resnet_fpn_extractor(
-        resnet50_body(pretrained_backbone), trainable_backbone_layers, returned_layers=[2, 3, 4], extra_blocks=extra
+        resnet50_body(pretrained_backbone, norm=norm), trainable_backbone_layers, returned_layers=[2, 3, 4], extra_blocks=extra
     )
     options: dict = {
         "min_size": pre.min_size,
