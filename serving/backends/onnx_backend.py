@@ -46,12 +46,9 @@ class OnnxBackend(Backend):
         options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(export_dir / self.meta["artifact"]), options,
                                             providers=providers_for(device))
-        outputs = {o.name: o for o in self.session.get_outputs()}
         self.fetch = ["labels"] if self.meta["task"] == "segmentation" else \
             ["boxes", "scores", "labels", "num_detections"]
-        logits = outputs.get("logits")
-        num_logits = logits.shape[1] if logits is not None and isinstance(logits.shape[1], int) else None
-        self.info = info_from_metadata(self.meta, "onnxruntime", num_logits)
+        self.info = info_from_metadata(self.meta, "onnxruntime")
         self.size = input_size(self.meta)
         self.max_batch_size = max_batch_size
 

@@ -116,7 +116,8 @@ class TritonBackend(Backend):
     def is_ready(self) -> bool:
         try:
             name, _, _ = self._resolve_graph()
-            return bool(self._call(lambda cl: cl.is_server_ready() and cl.is_model_ready(name)))
+            # model readiness, not the server's: a strict server is "not ready" while any other model failed
+            return bool(self._call(lambda cl: cl.is_model_ready(name)))
         except BackendUnavailable:
             return False
 

@@ -22,13 +22,14 @@ def encode(pixels: np.ndarray, fmt: str, **kwargs) -> bytes:
 
 @contextmanager
 def running(config: ServingConfig | None = None, backends: Sequence[Backend] | None = None,
-            timeout_s: float = 120.0) -> Iterator[TestClient]:
-    """An in-process server whose models are loaded and warm."""
+            timeout_s: float = 120.0, ready: bool = True) -> Iterator[TestClient]:
+    """An in-process server whose models are loaded and warm (``ready``: and whose /readyz answers 200)."""
     app = create_app(config or ServingConfig(), backends)
+    state = app.state.serving
     with TestClient(app, raise_server_exceptions=False) as client:
         deadline = time.monotonic() + timeout_s
-        while (ready := client.get("/readyz")).status_code != 200:
-            assert time.monotonic() < deadline, f"server not ready: {ready.json()}"
+        while not (client.get("/readyz").status_code == 200 if ready else state.ready or state.load_error):
+            assert time.monotonic() < deadline, f"server not ready: {client.get('/readyz').json()}"
             time.sleep(0.05)
         yield client
 
@@ -65,3 +66,21 @@ def uvicorn_server(app, timeout_s: float = 120.0) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout=30)
         sock.close()
+
+
+def assert_same_detections(expected: list[dict], actual: list[dict], score_threshold: float) -> None:
+    """The API's detections from two backends agree within the export tolerance (export.parity: matched recall,
+    box corners within 1 px, scores within 1e-3)."""
+    from export.parity import Tolerance, compare_detections
+
+    def arrays(dets: list[dict]) -> dict[str, np.ndarray]:
+        return {"boxes": np.array([d["box"] for d in dets], np.float32).reshape(-1, 4),
+                "scores": np.array([d["score"] for d in dets], np.float32),
+                "labels": np.array([d["label"] for d in dets], np.int64)}
+
+    tol = Tolerance()
+    figures = compare_detections(arrays(expected), arrays(actual), score_threshold=score_threshold,
+                                 max_detections=10**6, tol=tol)
+    assert figures["recall"] >= tol.recall, figures
+    assert figures["max_box_diff_px"] <= tol.box_px and figures["max_score_diff"] <= tol.score, figures
+    assert abs(len(expected) - len(actual)) <= max(1, round(0.03 * len(expected))), figures

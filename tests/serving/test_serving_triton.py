@@ -1,0 +1,89 @@
+"""``--backend triton`` against a real tritonserver (nvidia-pytriton's, Python backend) holding the repository of
+``python -m export.triton``: same detections as the torch backend over HTTP and gRPC; Triton stopped -> 503 with a
+clear message; back on the same ports -> served again."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from serving import ServingConfig
+from serving.backends.triton_backend import TritonBackend, zoo_info
+from serving_helpers import assert_same_detections, encode
+
+pytest.importorskip("tritonclient.http", reason="pip install 'tritonclient[all]'")
+DEMO = "retinanet_lite0_neon_trees"
+
+
+@pytest.fixture(scope="module")
+def triton_repo(tmp_path_factory):
+    import zoo
+    from export.triton import build_repository
+
+    repo = tmp_path_factory.mktemp("triton") / "repo"
+    return build_repository(zoo.load(DEMO), repo, parity=False, max_batch_size=4)
+
+
+def start(repo, ports: tuple[int, int] | None = None):
+    from triton_utils import TritonUnavailable, start_tritonserver
+
+    extra = (f"--http-port={ports[0]}", f"--grpc-port={ports[1]}") if ports else ()
+    try:
+        return start_tritonserver(repo, timeout=120, extra_args=extra)
+    except TritonUnavailable as exc:
+        pytest.skip(f"tritonserver unavailable here (tests/triton_utils.py installs nvidia-pytriton==0.7.0 "
+                    f"and a numpy<2 stub env): {exc}")
+
+
+def wait_ready(client, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while client.get("/readyz").status_code != 200:
+        assert time.monotonic() < deadline, client.get("/readyz").json()
+        time.sleep(0.5)
+
+
+def test_triton_backend_matches_torch_and_recovers_from_an_outage(triton_repo, serve, demo_client, neon_tile):
+    server = start(triton_repo)
+    http_port, grpc_port = (int(url.rsplit(":", 1)[1]) for url in (server.http_url, server.grpc_url))
+    info = zoo_info(DEMO, "triton")
+    http = TritonBackend(info, url=server.http_url, protocol="http", timeout_s=60)
+    grpc = TritonBackend(info, url=server.grpc_url, protocol="grpc", timeout_s=60)
+    data = encode(neon_tile, "PNG")
+    expected = demo_client.post("/v1/detect?score_threshold=0.3", content=data).json()["detections"]
+    assert len(expected) >= 10
+    try:
+        with serve(ServingConfig(request_timeout_s=60), [http]) as client:
+            wait_ready(client)
+            body = client.post("/v1/detect?score_threshold=0.3", content=data).json()
+            assert body["model"] == {"name": DEMO, "version": "1", "backend": "triton"}
+            assert_same_detections(expected, body["detections"], score_threshold=0.3)
+            assert http._graph[0] == "retinanet_lite0_neon_trees_python"  # this server has no ORT backend
+
+            server.stop()
+            down = client.post("/v1/detect", content=data)
+            assert down.status_code == 503, down.text
+            assert down.headers["retry-after"] == "5"
+            message = down.json()["error"]["message"]
+            assert f"Triton server at {server.http_url} (http) is unavailable" in message
+            assert client.get("/readyz").status_code == 503
+
+            server = start(triton_repo, (http_port, grpc_port))
+            wait_ready(client)
+            again = client.post("/v1/detect?score_threshold=0.3", content=data)
+            assert again.status_code == 200
+            assert_same_detections(expected, again.json()["detections"], score_threshold=0.3)
+        with serve(ServingConfig(request_timeout_s=60), [grpc]) as client:
+            wait_ready(client)
+            body = client.post("/v1/detect?score_threshold=0.3", content=data).json()
+            assert_same_detections(expected, body["detections"], score_threshold=0.3)
+    finally:
+        server.stop()
+
+
+def test_unreachable_triton_at_start_is_not_ready_and_answers_503(serve, photos):
+    backend = TritonBackend(zoo_info("retinanet_r50_obj365", "triton"), url="127.0.0.1:9", protocol="http",
+                            timeout_s=5)
+    with serve(ServingConfig(), [backend], ready=False) as client:
+        response = client.post("/v1/detect", content=encode(photos["chelsea"], "JPEG"))
+        assert response.status_code == 503 and "127.0.0.1:9" in response.json()["error"]["message"]
+        assert client.get("/readyz").status_code == 503
