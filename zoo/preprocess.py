@@ -32,6 +32,11 @@ class Preprocessing:
     max_detections: int = 100
     extra: dict = field(default_factory=dict)
 
+    def transform_kwargs(self) -> dict:
+        """Keyword arguments of torchvision's detection models that set their GeneralizedRCNNTransform."""
+        return {"min_size": self.min_size, "max_size": self.max_size, "image_mean": list(self.mean),
+                "image_std": list(self.std), "size_divisible": self.size_divisible}
+
     def to_dict(self) -> dict:
         return asdict(self)
 

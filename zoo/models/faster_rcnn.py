@@ -172,11 +172,7 @@ def fasterrcnn_r50_fpn(
     pre = preprocessing or DETECTION_800
     backbone = _resnet_fpn_extractor(resnet50_body(pretrained_backbone, norm=norm), trainable_backbone_layers)
     options: dict = {
-        "min_size": pre.min_size,
-        "max_size": pre.max_size,
-        "image_mean": list(pre.mean),
-        "image_std": list(pre.std),
-        "size_divisible": pre.size_divisible,
+        **pre.transform_kwargs(),
         "box_score_thresh": pre.score_threshold,
         "box_nms_thresh": pre.nms_threshold,
         "box_detections_per_img": pre.max_detections,

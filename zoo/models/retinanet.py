@@ -92,11 +92,7 @@ def retinanet_r50_fpn(
         resnet50_body(pretrained_backbone, norm=norm), trainable_backbone_layers, returned_layers=[2, 3, 4], extra_blocks=extra
     )
     options: dict = {
-        "min_size": pre.min_size,
-        "max_size": pre.max_size,
-        "image_mean": list(pre.mean),
-        "image_std": list(pre.std),
-        "size_divisible": pre.size_divisible,
+        **pre.transform_kwargs(),
         "score_thresh": pre.score_threshold,
         "nms_thresh": pre.nms_threshold,
         "detections_per_img": pre.max_detections,
