@@ -5,4 +5,4 @@
 from .app import create_app
 from .config import ServingConfig
 
-__all__ = ["create_app", "ServingConfig"]
+__all__ = ["ServingConfig", "create_app"]

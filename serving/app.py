@@ -25,9 +25,23 @@ from .config import ServingConfig
 from .errors import BackendUnavailable, ModelNotFound, NotReady, ServingError, WrongTask
 from .limits import DecodedImage, decode_image, read_upload
 from .metrics import Metrics
-from .results import encode_label_map_png, parse_classes, segment_classes, select_detections
-from .schemas import (DetectResponse, ErrorResponse, ImageSize, ModelDescription, ModelRef, ModelsResponse,
-                      SegmentResponse, Status, Timings)
+from .results import (
+    encode_label_map_png,
+    parse_classes,
+    segment_classes,
+    select_detections,
+)
+from .schemas import (
+    DetectResponse,
+    ErrorResponse,
+    ImageSize,
+    ModelDescription,
+    ModelRef,
+    ModelsResponse,
+    SegmentResponse,
+    Status,
+    Timings,
+)
 from .visualize import draw_detections
 
 log = logging.getLogger("serving")
@@ -90,7 +104,7 @@ class ServerState:
         except ServingError as exc:
             self.load_error = exc.message
             log.error("loading models failed: %s", exc.message)
-        except Exception as exc:  # noqa: BLE001 - reported by /readyz; the process stays up to say why
+        except Exception as exc:  # reported by /readyz; the process stays up to say why
             self.load_error = f"{type(exc).__name__}: {exc}"
             log.exception("loading models failed")
 
@@ -265,8 +279,7 @@ def create_app(config: ServingConfig | None = None, backends: Sequence[Backend] 
         max_detections: int | None = MaxParam, classes: str | None = ClassesParam,
         format: Literal["png", "jpeg"] = Query("png", description="Encoding of the drawn image."),
     ) -> Response:
-        backend, image, detections, _ = await detect_common(request, model, score_threshold, max_detections,
-                                                            classes)
+        _, image, detections, _ = await detect_common(request, model, score_threshold, max_detections, classes)
         fmt = format.upper()
         content = await run_in_threadpool(draw_detections, image.pixels, detections, fmt)
         return Response(content, media_type=f"image/{format}", headers={"X-Detections": str(len(detections))})

@@ -109,7 +109,7 @@ class DynamicBatcher:
                     if not item.future.done():
                         item.future.set_exception(Overloaded("the server is shutting down"))
                 raise
-            except Exception as exc:  # noqa: BLE001 - every failure becomes an answer, the worker keeps running
+            except Exception as exc:
                 if not isinstance(exc, ServingError):
                     log.exception("inference failed for a batch of %d", len(batch))
                     exc = BatchFailed(f"inference failed: {type(exc).__name__}: {exc}")

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Sequence
 from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import Sequence
 
 from .config import BACKENDS, ENV_PREFIX, ServingConfig
 

@@ -62,7 +62,7 @@ class ServingConfig:
                 raise ValueError(f"{name} must be at least 1")
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> "ServingConfig":
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> ServingConfig:
         """Defaults, then ``O365ZOO_SERVE_<FIELD>`` variables (``MODELS`` comma-separated), then ``overrides``."""
         environ = os.environ if environ is None else environ
         values: dict = {}

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 __all__ = ["Backend", "Detections", "ModelInfo", "Result", "create_backend", "model_info"]
 
 
-def model_info(model: "nn.Module", backend: str) -> ModelInfo:
+def model_info(model: nn.Module, backend: str) -> ModelInfo:
     """What the API reports for a model loaded by ``zoo.load`` (it carries ``.spec`` and ``.categories``)."""
     spec = model.spec
     categories = tuple(model.categories)
@@ -27,7 +27,7 @@ def model_info(model: "nn.Module", backend: str) -> ModelInfo:
                      label_offset=offset)
 
 
-def load_zoo_model(name: str, config: "ServingConfig") -> "nn.Module":
+def load_zoo_model(name: str, config: ServingConfig) -> nn.Module:
     """``zoo.load`` with the server's device, weights and resize settings."""
     import zoo
 
@@ -40,7 +40,7 @@ def load_zoo_model(name: str, config: "ServingConfig") -> "nn.Module":
     return model
 
 
-def create_backend(name: str, config: "ServingConfig") -> Backend:
+def create_backend(name: str, config: ServingConfig) -> Backend:
     """The backend ``config.backend`` serving zoo model ``name``."""
     if config.backend == "torch":
         from .torch_backend import TorchBackend

@@ -59,7 +59,7 @@ class OnnxBackend(Backend):
         return run_letterboxed(self._run, images, self.size, self.info.task)
 
     @classmethod
-    def from_config(cls, name: str, config: "ServingConfig") -> "OnnxBackend":
+    def from_config(cls, name: str, config: ServingConfig) -> OnnxBackend:
         """``config.onnx`` when given, else the model's export in ``config.onnx_cache`` (exported on first use)."""
         kwargs = {"device": config.device, "threads": config.threads, "max_batch_size": config.max_batch_size}
         if config.onnx is not None:
@@ -67,7 +67,7 @@ class OnnxBackend(Backend):
         return cls(ensure_export(name, config), **kwargs)
 
 
-def ensure_export(name: str, config: "ServingConfig") -> Path:
+def ensure_export(name: str, config: ServingConfig) -> Path:
     """The cached ONNX export of zoo model ``name`` at the server's size and weights, exported if missing
     (written to a temporary folder and renamed, so a half-written export is never used). The export's parity
     check against the eager model runs when scikit-image (its sample photos) is installed."""

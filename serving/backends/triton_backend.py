@@ -127,7 +127,7 @@ class TritonBackend(Backend):
             client.close()
 
     @classmethod
-    def from_config(cls, name: str, config: "ServingConfig") -> "TritonBackend":
+    def from_config(cls, name: str, config: ServingConfig) -> TritonBackend:
         return cls(zoo_info(name, "triton"), url=config.triton_url, protocol=config.triton_protocol,
                    model=config.triton_model, timeout_s=config.request_timeout_s,
                    max_batch_size=config.max_batch_size)

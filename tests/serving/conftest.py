@@ -9,11 +9,11 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 from PIL import Image
+from serving_helpers import running
 
 from serving import ServingConfig
 from serving.backends import model_info
 from serving.backends.torch_backend import TorchBackend
-from serving_helpers import running
 
 DEMO_MODEL = "retinanet_lite0_neon_trees"
 REPO = Path(__file__).resolve().parents[2]

@@ -7,12 +7,11 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
+from serving_helpers import encode
 
 from serving import ServingConfig
 from serving.backends import model_info
 from serving.backends.torch_backend import TorchBackend
-
-from serving_helpers import encode
 
 
 def test_detect_finds_tree_crowns_on_the_neon_tile(demo_client, neon_tile):

@@ -9,12 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from serving_helpers import encode
 
 from serving import ServingConfig
 from serving.backends.base import Backend, Detections, ModelInfo
 from serving.batching import DynamicBatcher
 from serving.errors import Overloaded, RequestTimeout
-from serving_helpers import encode
 
 
 class TimedBackend(Backend):

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from serving_helpers import encode
 
 from serving.cli import build_parser, main
 from serving.config import ServingConfig
-from serving_helpers import encode
 
 REPO = Path(__file__).resolve().parents[2]
 

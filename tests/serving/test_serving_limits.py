@@ -6,12 +6,12 @@ import zlib
 
 import numpy as np
 import pytest
+from serving_helpers import encode
 
 from serving import ServingConfig
 from serving.errors import InvalidImage, PayloadTooLarge, UnsupportedMediaType
 from serving.limits import decode_image, sniff_format
 from serving.results import encode_rle
-from serving_helpers import encode
 
 
 def png_bomb(width: int = 30000, height: int = 30000) -> bytes:

@@ -7,11 +7,11 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
+from serving_helpers import assert_same_detections, encode
 
 from serving import ServingConfig
 from serving.backends import create_backend
 from serving.backends.onnx_backend import OnnxBackend
-from serving_helpers import assert_same_detections, encode
 
 pytest.importorskip("onnxruntime", reason="pip install onnxruntime")
 

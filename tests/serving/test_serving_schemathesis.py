@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 schemathesis = pytest.importorskip("schemathesis", reason="pip install schemathesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from schemathesis import GenerationMode, checks  # noqa: E402
+from hypothesis import HealthCheck, given, settings
+from schemathesis import GenerationMode, checks
+from serving_helpers import uvicorn_server
 
-from serving import ServingConfig, create_app  # noqa: E402
-from serving_helpers import uvicorn_server  # noqa: E402
+from serving import ServingConfig, create_app
 
 WITH_PARAMETERS = ["POST /v1/detect", "POST /v1/detect:visualize", "POST /v1/segment"]
 CASES = [(label, GenerationMode.POSITIVE) for label in

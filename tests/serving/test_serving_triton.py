@@ -6,10 +6,10 @@ from __future__ import annotations
 import time
 
 import pytest
+from serving_helpers import assert_same_detections, encode
 
 from serving import ServingConfig
 from serving.backends.triton_backend import TritonBackend, zoo_info
-from serving_helpers import assert_same_detections, encode
 
 pytest.importorskip("tritonclient.http", reason="pip install 'tritonclient[all]'")
 DEMO = "retinanet_lite0_neon_trees"
