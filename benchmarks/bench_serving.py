@@ -22,7 +22,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Self
 
@@ -69,7 +71,8 @@ def summarise(latencies: list[float], seconds: float, statuses: list[int]) -> di
     }
 
 
-def direct(key: str, backend_name: str, image: bytes, requests: int, threads: int, cache: Path) -> dict:
+def direct(key: str, backend_name: str, image: bytes, requests: int, threads: int, cache: Path,
+           triton_url: str) -> dict:
     """The backend's own infer() on one decoded image, ``requests`` times in a loop (after one warm-up)."""
     import torch
 
@@ -80,7 +83,7 @@ def direct(key: str, backend_name: str, image: bytes, requests: int, threads: in
     torch.set_num_threads(threads)
     name, size, pretrained = MODELS[key]
     config = ServingConfig(models=[name], backend=backend_name, image_size=size, pretrained=pretrained,
-                           threads=threads, onnx_cache=cache)
+                           threads=threads, onnx_cache=cache, triton_url=triton_url, request_timeout_s=600)
     backend = create_backend(name, config)
     pixels = decode_image(image, None, 10**8).pixels
     backend.infer([pixels])
@@ -167,14 +170,44 @@ def batch_sizes(url: str) -> dict:
     return {"batches": int(count), "mean_batch_size": round(total / count, 2) if count else None}
 
 
+@contextmanager
+def triton_server(key: str, cache: Path) -> Iterator[str]:
+    """A tritonserver (tests/triton_utils.py: nvidia-pytriton's) on export.triton's repository of the model, built
+    once into the cache at the same size and weights as the other backends; yields its HTTP address."""
+    from export.triton import build_repository
+    from serving.backends import load_zoo_model
+    from serving.config import ServingConfig
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from triton_utils import start_tritonserver
+
+    name, size, pretrained = MODELS[key]
+    repo = cache / f"triton-{key}"
+    if not repo.is_dir():
+        model = load_zoo_model(name, ServingConfig(models=[name], image_size=size, pretrained=pretrained))
+        side = size or model.spec.preprocessing.min_size
+        build_repository(model, repo, image_size=(side, side), parity=False, max_batch_size=8)
+    with start_tritonserver(repo, timeout=300) as server:
+        yield server.http_url
+
+
 def run(key: str, backend: str, args: argparse.Namespace) -> dict:
+    if backend == "triton":
+        with triton_server(key, args.cache) as url:
+            return measure(key, backend, args, url)
+    return measure(key, backend, args, "")
+
+
+def measure(key: str, backend: str, args: argparse.Namespace, triton_url: str) -> dict:
     image = test_image(key)
     n = args.requests if key == "demo" else max(8, args.requests // 2)
     out: dict = {"model": MODELS[key][0], "backend": backend, "image_bytes": len(image)}
     print(f"[{key} / {backend}] direct loop", flush=True)
-    out["direct"] = direct(key, backend, image, n, args.threads, args.cache)
+    out["direct"] = direct(key, backend, image, n, args.threads, args.cache, triton_url)
+    flags = {"triton_url": triton_url} if triton_url else {}
     out["http"] = {}
-    with Server(key, backend, args.threads, args.cache, max_batch_size=8, max_wait_ms=10, queue_size=64) as server:
+    with Server(key, backend, args.threads, args.cache, max_batch_size=8, max_wait_ms=10, queue_size=64,
+                **flags) as server:
         for c in args.concurrency:
             print(f"[{key} / {backend}] HTTP concurrency {c}", flush=True)
             before = batch_sizes(server.url)["batches"]
@@ -183,10 +216,10 @@ def run(key: str, backend: str, args: argparse.Namespace) -> dict:
             out["http"][str(c)]["batches_during_run"] = after["batches"] - before
     top = str(max(args.concurrency))
     print(f"[{key} / {backend}] HTTP concurrency {top}, batch size 1", flush=True)
-    with Server(key, backend, args.threads, args.cache, max_batch_size=1, queue_size=64) as server:
+    with Server(key, backend, args.threads, args.cache, max_batch_size=1, queue_size=64, **flags) as server:
         out["http_batch1"] = load(server.url, image, max(n, int(top)), int(top))
     print(f"[{key} / {backend}] queue flood (queue 2, 24 clients)", flush=True)
-    with Server(key, backend, args.threads, args.cache, max_batch_size=1, queue_size=2) as server:
+    with Server(key, backend, args.threads, args.cache, max_batch_size=1, queue_size=2, **flags) as server:
         out["queue_full"] = load(server.url, image, 24, 24)
     d, h1 = out["direct"]["throughput_per_s"], out["http"][str(min(args.concurrency))]["throughput_per_s"]
     out["http_overhead_pct"] = round(100 * (1 - h1 / d), 1) if d and h1 else None

@@ -109,7 +109,7 @@ class DynamicBatcher:
                     if not item.future.done():
                         item.future.set_exception(Overloaded("the server is shutting down"))
                 raise
-            except Exception as exc:
+            except Exception as exc:  # every failure becomes an answer; the worker keeps running
                 if not isinstance(exc, ServingError):
                     log.exception("inference failed for a batch of %d", len(batch))
                     exc = BatchFailed(f"inference failed: {type(exc).__name__}: {exc}")
