@@ -9,6 +9,7 @@ import pytest
 from serving_helpers import assert_same_detections, encode
 
 from serving import ServingConfig
+from serving.backends import create_backend
 from serving.backends.triton_backend import TritonBackend, zoo_info
 
 pytest.importorskip("tritonclient.http", reason="pip install 'tritonclient[all]'")
@@ -45,9 +46,8 @@ def wait_ready(client, timeout_s: float = 120.0) -> None:
 def test_triton_backend_matches_torch_and_recovers_from_an_outage(triton_repo, serve, demo_client, neon_tile):
     server = start(triton_repo)
     http_port, grpc_port = (int(url.rsplit(":", 1)[1]) for url in (server.http_url, server.grpc_url))
-    info = zoo_info(DEMO, "triton")
-    http = TritonBackend(info, url=server.http_url, protocol="http", timeout_s=60)
-    grpc = TritonBackend(info, url=server.grpc_url, protocol="grpc", timeout_s=60)
+    http = create_backend(DEMO, ServingConfig(backend="triton", triton_url=server.http_url, request_timeout_s=60))
+    grpc = create_backend(DEMO, ServingConfig(backend="triton", triton_url=server.grpc_url, triton_protocol="grpc"))
     data = encode(neon_tile, "PNG")
     expected = demo_client.post("/v1/detect?score_threshold=0.3", content=data).json()["detections"]
     assert len(expected) >= 10
