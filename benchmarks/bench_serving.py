@@ -73,7 +73,8 @@ def summarise(latencies: list[float], seconds: float, statuses: list[int]) -> di
 
 def direct(key: str, backend_name: str, image: bytes, requests: int, threads: int, cache: Path,
            triton_url: str) -> dict:
-    """The backend's own infer() on one decoded image, ``requests`` times in a loop (after one warm-up)."""
+    """The backend's own infer() on one decoded image, ``requests`` times in a loop (after one warm-up): no
+    decoding, no HTTP, no batching."""
     import torch
 
     from serving.backends import create_backend
@@ -91,7 +92,6 @@ def direct(key: str, backend_name: str, image: bytes, requests: int, threads: in
     started = time.perf_counter()
     for _ in range(requests):
         t = time.perf_counter()
-        decode_image(image, None, 10**8)  # the server decodes too: keep the comparison fair
         backend.infer([pixels])
         latencies.append(time.perf_counter() - t)
     result = summarise(latencies, time.perf_counter() - started, [200] * requests)

@@ -5,7 +5,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Literal
@@ -81,6 +81,7 @@ class ServerState:
         self.default = self._given[0].info.name if self._given else config.models[0]
         self.ready = False
         self.load_error: str | None = None
+        self.on_load_error: Callable[[], None] | None = None  # the CLI stops the server: nothing to serve
 
     async def load(self) -> None:
         try:
@@ -104,9 +105,11 @@ class ServerState:
         except ServingError as exc:
             self.load_error = exc.message
             log.error("loading models failed: %s", exc.message)
-        except Exception as exc:  # reported by /readyz; the process stays up to say why
+        except Exception as exc:  # reported by /readyz (and ends the CLI's server)
             self.load_error = f"{type(exc).__name__}: {exc}"
             log.exception("loading models failed")
+        if self.load_error is not None and self.on_load_error is not None:
+            self.on_load_error()
 
     async def close(self) -> None:
         await asyncio.gather(*(b.close(self.config.shutdown_timeout_s) for b in self.batchers.values()))

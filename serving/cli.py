@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from collections.abc import Sequence
 from dataclasses import MISSING, fields
 from pathlib import Path
@@ -52,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = ServingConfig.from_env(**vars(args))
     except ValueError as exc:
-        print(f"error: {exc}")
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     logs.configure(config.log_level)
     _check_models(config)
@@ -66,8 +67,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     server = uvicorn.Server(uvicorn.Config(
         app, host=config.host, port=config.port, log_config=None, access_log=False,
         timeout_graceful_shutdown=int(config.shutdown_timeout_s), lifespan="on"))
+    state = app.state.serving
+    state.on_load_error = lambda: setattr(server, "should_exit", True)
     server.run()
-    return 0 if app.state.serving.load_error is None else 1
+    if state.load_error is not None:
+        print(f"error: could not load the models: {state.load_error}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _check_models(config: ServingConfig) -> None:

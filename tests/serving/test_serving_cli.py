@@ -44,6 +44,13 @@ def test_unknown_model_fails_before_binding():
     assert main(["--backend", "torch", "--score-threshold", "2"]) == 2
 
 
+def test_a_model_that_cannot_load_ends_the_server_with_status_1(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("O365ZOO_CACHE", str(tmp_path))
+    monkeypatch.setenv("O365ZOO_MIRROR", "http://127.0.0.1:9")  # nothing listens: the download fails at once
+    assert main(["--model", "fpn_r50_obj365", "--port", str(free_port())]) == 1
+    assert "could not load the models" in capsys.readouterr().err
+
+
 def test_default_server_process_logs_json_and_stops_gracefully(neon_tile):
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "2"}
