@@ -59,6 +59,20 @@ def _median(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def _save(rows: list[dict], args: argparse.Namespace) -> None:
+    """Write the results so far (after every row, so an interrupted run keeps what it measured); rows of
+    (model, size) pairs not measured in this run are kept from the previous file."""
+    measured = {(r["model"], r["size"]) for r in rows}
+    if RESULTS.is_file():
+        previous = json.loads(RESULTS.read_text()).get("results", [])
+        rows = [r for r in previous if (r["model"], r["size"]) not in measured] + rows
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({
+        "benchmark": "bench_export_latency", "threads": args.threads, "repeats": args.repeats, "batch": 1,
+        "weights": "random", "machine": platform.platform(), "torch": torch.__version__,
+        "onnxruntime": __import__("onnxruntime").__version__, "results": rows}, indent=2) + "\n")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 800])
@@ -95,6 +109,7 @@ def main() -> int:
             best = min(row["torchscript_s"], row["onnx_s"])
             row["best_speedup"] = row["eager_s"] / best
             rows.append(row)
+            _save(rows, args)
             print(f"{key:12s} {size:4d}px  eager {row['eager_s']:.3f}s  torchscript {row['torchscript_s']:.3f}s  "
                   f"onnxruntime {row['onnx_s']:.3f}s  best x{row['best_speedup']:.2f}", flush=True)
     print("\n| model | size | eager s | TorchScript s | ONNX Runtime s | best speedup |")
@@ -102,11 +117,6 @@ def main() -> int:
     for r in rows:
         print(f"| {r['model']} | {r['size']} | {r['eager_s']:.3f} | {r['torchscript_s']:.3f} | {r['onnx_s']:.3f} | "
               f"{r['best_speedup']:.2f}x |")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
-        "benchmark": "bench_export_latency", "threads": args.threads, "repeats": args.repeats, "batch": 1,
-        "weights": "random", "machine": platform.platform(), "torch": torch.__version__,
-        "onnxruntime": __import__("onnxruntime").__version__, "results": rows}, indent=2) + "\n")
     print(f"wrote {RESULTS}")
     return 0
 

@@ -80,7 +80,7 @@ def export_model(model_or_name: str | Path | nn.Module | ExportSource, out_dir: 
             else:
                 from .torchscript import script_graph, write_torchscript
 
-                module = script_graph(graph)
+                module = script_graph(graph, size)
                 write_torchscript(module, artifact)
             if parity:
                 report = check_parity(source, _runner(fmt, artifact, outputs), size, photos, tolerance)
