@@ -19,7 +19,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -105,7 +104,6 @@ def main() -> int:
                               else TorchScriptRunner(path, outputs))
                     row[f"{fmt}_s"] = _median(lambda: runner(image[None]), args.repeats)
                     row[f"{fmt}_parity"] = report.passed
-                    del runner
             best = min(row["torchscript_s"], row["onnx_s"])
             row["best_speedup"] = row["eager_s"] / best
             rows.append(row)

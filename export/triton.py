@@ -84,7 +84,7 @@ def graph_config(name: str, meta: dict, *, platform: str, max_batch_size: int, d
                  queue_delay_us: int, params: dict[str, str] | None = None) -> str:
     """config.pbtxt of a graph model (``onnxruntime_onnx``, ``pytorch_libtorch`` or ``python``)."""
     height, width = meta["input"]["shape"][2:]
-    head = f'name: "{name}"\n' + (f'backend: "python"\n' if platform == "python" else f'platform: "{platform}"\n')
+    head = f'name: "{name}"\n' + ('backend: "python"\n' if platform == "python" else f'platform: "{platform}"\n')
     images = _tensor("images", "float32", [3, height, width])
     return (head + _batching(max_batch_size, queue_delay_us) + _io("input", [images])
             + _io("output", _graph_outputs(meta, libtorch=platform == "pytorch_libtorch"))
