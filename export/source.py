@@ -3,13 +3,13 @@ travel with it (name, task, categories, version, preprocessing, source digest)."
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
 from torchvision.models.detection import FasterRCNN, RetinaNet
 
+from zoo.hub import sha256_file
 from zoo.preprocess import Preprocessing
 
 
@@ -26,14 +26,6 @@ class ExportSource:
     checkpoint: str | None  # where the weights came from; None for random weights
     sha256: str | None  # the checkpoint's digest (full, or the registry's published prefix)
     weights: str  # "pretrained" | "random" | "in-memory"
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_source(model_or_name: str | Path | nn.Module, *, pretrained: bool = True,
@@ -61,7 +53,7 @@ def load_source(model_or_name: str | Path | nn.Module, *, pretrained: bool = Tru
         model = zoo.load(text, pretrained=pretrained or is_path, progress=False)
         spec = model.spec
         if is_path:
-            checkpoint, sha256, weights = str(Path(text).resolve()), _file_sha256(Path(text)), "pretrained"
+            checkpoint, sha256, weights = str(Path(text).resolve()), sha256_file(Path(text)), "pretrained"
         elif pretrained:
             checkpoint, sha256, weights = spec.source, spec.sha256, "pretrained"
         else:
