@@ -99,6 +99,21 @@ def direct(key: str, backend_name: str, image: bytes, requests: int, threads: in
     return result
 
 
+def child_env(threads: int) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(threads)}
+
+
+def direct_in_child(key: str, backend: str, requests: int, threads: int, cache: Path, triton_url: str) -> dict:
+    """:func:`direct` in a fresh process set up like the server's, so both sides run under the same conditions."""
+    job = json.dumps({"key": key, "backend": backend, "requests": requests, "threads": threads, "cache": str(cache),
+                      "triton_url": triton_url})
+    done = subprocess.run([sys.executable, __file__, "--direct-worker", job], cwd=REPO, env=child_env(threads),
+                          capture_output=True, text=True, timeout=3000, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"direct loop failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 class Server:
     """``python -m serving`` in a child process on a free loopback port."""
 
@@ -116,8 +131,8 @@ class Server:
             args.append("--random-weights")
         for flag, value in flags.items():
             args += [f"--{flag.replace('_', '-')}", str(value)]
-        env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(threads)}
-        self.proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(args, cwd=REPO, env=child_env(threads), stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
         self.url = f"http://127.0.0.1:{self.port}"
 
     def __enter__(self) -> Self:
@@ -201,9 +216,10 @@ def run(key: str, backend: str, args: argparse.Namespace) -> dict:
 def measure(key: str, backend: str, args: argparse.Namespace, triton_url: str) -> dict:
     image = test_image(key)
     n = args.requests if key == "demo" else max(8, args.requests // 2)
-    out: dict = {"model": MODELS[key][0], "backend": backend, "image_bytes": len(image)}
+    out: dict = {"model": MODELS[key][0], "backend": backend, "image_bytes": len(image), "timed_requests": n,
+                 "image_size": MODELS[key][1], "pretrained": MODELS[key][2], "threads": args.threads}
     print(f"[{key} / {backend}] direct loop", flush=True)
-    out["direct"] = direct(key, backend, image, n, args.threads, args.cache, triton_url)
+    out["direct"] = direct_in_child(key, backend, n, args.threads, args.cache, triton_url)
     flags = {"triton_url": triton_url} if triton_url else {}
     out["http"] = {}
     with Server(key, backend, args.threads, args.cache, max_batch_size=8, max_wait_ms=10, queue_size=64,
@@ -251,13 +267,22 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch / onnxruntime intra-op threads")
     parser.add_argument("--cache", type=Path, default=REPO / ".cache" / "bench_serving",
                         help="ONNX export cache of the onnxruntime backend")
+    parser.add_argument("--direct-worker", metavar="JOB", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.direct_worker:
+        job = json.loads(args.direct_worker)
+        print(json.dumps(direct(job["key"], job["backend"], test_image(job["key"]), job["requests"], job["threads"],
+                                Path(job["cache"]), job["triton_url"])))
+        return 0
     rows = []
     for key in args.models.split(","):
         for backend in args.backends.split(","):
             rows.append(run(key, backend, args))
     print(table(rows))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    done = {(r["model"], r["backend"]) for r in rows}
+    earlier = json.loads(RESULTS.read_text())["results"] if RESULTS.is_file() else []
+    rows = [r for r in earlier if (r["model"], r["backend"]) not in done] + rows  # runs of other settings kept
     report = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "threads": args.threads},
               "settings": {"requests": args.requests, "concurrency": args.concurrency}, "results": rows}
     tmp = RESULTS.with_suffix(".json.tmp")
