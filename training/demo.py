@@ -33,7 +33,8 @@ from torchvision.transforms.functional import pil_to_tensor
 
 from training.data.voc import read_voc_xml
 from training.demo_data import HELDOUT_TILE, TRAIN_TILES, TREE_LABELS, DemoData, ensure_demo_data
-from zoo.models.light import DEFAULT_PREPROCESSING, retinanet_lite0_fpn
+from zoo.models.light import retinanet_lite0_fpn
+from zoo.preprocess import AERIAL_400
 
 ARCH = "retinanet_lite0_fpn"
 MODEL_NAME = "retinanet_lite0_neon_trees"
@@ -241,7 +242,7 @@ def save_weights(model: nn.Module, out: Path) -> None:
     """fp16 safetensors with the zoo's metadata, written atomically (temp file in the same folder, then rename)."""
     state = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
     spec = {"name": MODEL_NAME, "arch": ARCH, "num_classes": len(CATEGORIES) + 1, "categories": CATEGORIES_KEY,
-            "preprocessing": DEFAULT_PREPROCESSING.to_dict()}
+            "preprocessing": AERIAL_400.to_dict()}
     meta = {"format": "objects365-zoo/1", "arch": ARCH, "categories": json.dumps(list(CATEGORIES)),
             "model": MODEL_NAME, "spec": json.dumps(spec)}
     out.parent.mkdir(parents=True, exist_ok=True)

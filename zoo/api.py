@@ -191,6 +191,10 @@ def _build_loaded(spec: ModelSpec, state_dict: dict, names: Sequence[str]) -> "n
         )
     with torch.device("meta"):
         model = models.build(spec.arch, expected, preprocessing=spec.preprocessing, **spec.build_kwargs)
+    # Weights may be stored in a narrower dtype (the demo ships fp16): adopt them in the dtype the model computes in.
+    expected_dtypes = {k: v.dtype for k, v in model.state_dict().items()}
+    state_dict = {k: v.to(expected_dtypes[k]) if k in expected_dtypes and v.is_floating_point() else v
+                  for k, v in state_dict.items()}
     missing, unexpected = model.load_state_dict(state_dict, strict=False, assign=True)
     if missing or unexpected:
         raise ValueError(

@@ -17,6 +17,18 @@ def _q(value: object) -> str:
     return json.dumps(value)
 
 
+def _source(spec: ModelSpec) -> str:
+    """Where the weights come from; weights that ship inside the package are named relative to it (the card must not
+    depend on where the package is installed)."""
+    if spec.source is None:
+        return "not published yet"
+    package = Path(__file__).resolve().parent
+    path = Path(spec.source)
+    if path.is_absolute() and path.is_relative_to(package):
+        return f"`zoo/{path.relative_to(package).as_posix()}` (ships in the package)"
+    return spec.source
+
+
 def render_card(spec: ModelSpec) -> str:
     from .categories import get_categories
 
@@ -45,8 +57,8 @@ def render_card(spec: ModelSpec) -> str:
               "```", "", "## Facts", "", "| | |", "|---|---|",
               f"| architecture | `{spec.arch}` {json.dumps(spec.build_kwargs) if spec.build_kwargs else ''} |",
               f"| task | {spec.task} |",
-              f"| categories | `{spec.categories}` ({len(names)} classes{', plus background' if spec.task == 'detection' or spec.background else ''}) |",
-              f"| weights | {spec.source or 'not published yet'} |",
+              f"| categories | `{spec.categories}` ({len(names)} {'class' if len(names) == 1 else 'classes'}{', plus background' if spec.task == 'detection' or spec.background else ''}) |",
+              f"| weights | {_source(spec)} |",
               f"| sha256 | {spec.sha256 or '-'} |",
               f"| file size | {spec.file_size if spec.file_size else 'unknown'} |",
               f"| converter | {spec.converter or 'none (objects365-zoo safetensors)'} |",

@@ -51,3 +51,6 @@ class Preprocessing:
 
 DETECTION_800 = Preprocessing()
 SEGMENTATION_512 = Preprocessing(min_size=512, max_size=512, size_divisible=8, score_threshold=0.0, max_detections=0)
+# The shipped demo model: 10 cm/pixel NEON aerial tiles at native scale (400 px tiles), crowns scored at 0.3.
+AERIAL_400 = Preprocessing(min_size=400, max_size=1333, size_divisible=32, score_threshold=0.3, nms_threshold=0.4,
+                           max_detections=300)

@@ -24,7 +24,7 @@ from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
-from ..preprocess import Preprocessing
+from ..preprocess import AERIAL_400, Preprocessing
 from . import register_builder
 
 # EfficientNet-PyTorch's defaults for this family: batch_norm_epsilon=1e-3, batch_norm_momentum=0.99 (TF meaning).
@@ -54,9 +54,6 @@ LITE0_STAGES: tuple[_Stage, ...] = (
 FEATURE_BLOCKS: dict[str, int] = {"c3": 4, "c4": 10, "c5": 15}
 FEATURE_CHANNELS: tuple[int, int, int] = (40, 112, 320)
 
-DEFAULT_PREPROCESSING = Preprocessing(
-    min_size=400, max_size=1333, size_divisible=32, score_threshold=0.3, nms_threshold=0.4, max_detections=300
-)
 
 
 class MBConv(nn.Module):
@@ -168,7 +165,7 @@ def retinanet_lite0_fpn(
     """RetinaNet with an EfficientNet-Lite0 FPN backbone; ``num_classes`` counts the background (row 0, unused).
 
     ``pretrained_backbone``: path to the ``efficientnet-lite0-57934424.pth`` ImageNet checkpoint. ``preprocessing``
-    defaults to :data:`DEFAULT_PREPROCESSING` (400 px short side: a 10 cm/pixel NEON tile at native scale). Other
+    defaults to :data:`AERIAL_400` (400 px short side: a 10 cm/pixel NEON tile at native scale). Other
     keyword arguments go to torchvision's ``RetinaNet``.
     """
     if num_classes < 2:
@@ -176,7 +173,7 @@ def retinanet_lite0_fpn(
     compat = kw.pop("compat", "torchvision")
     if compat != "torchvision":
         raise ValueError(f"retinanet_lite0_fpn supports compat='torchvision' only, got {compat!r}")
-    pre = preprocessing or DEFAULT_PREPROCESSING
+    pre = preprocessing or AERIAL_400
     backbone = LiteFPNBackbone(fpn_channels)
     if pretrained_backbone is not None:
         backbone.body.load_state_dict(load_lite0_imagenet(pretrained_backbone), strict=True)
