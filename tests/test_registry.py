@@ -64,3 +64,14 @@ def test_cli_list_and_unknown_name():
     assert "fpn_r50_obj365v1_syncbn_1350k" in out.stdout and "box AP 22.3" in out.stdout
     bad = subprocess.run([sys.executable, "-m", "zoo", "info", "fpn_r50"], capture_output=True, text=True)
     assert bad.returncode == 2 and "did you mean" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_unpublished_targets_name_a_real_training_recipe():
+    from training.recipes import RECIPES
+
+    for name in zoo.list_models():
+        spec = zoo.get_spec(name)
+        if not spec.published:
+            recipe = re.search(r"python -m training train (\S+) --init (\S+)", spec.recipe)
+            assert recipe and recipe.group(1) in RECIPES, spec.recipe
+            assert zoo.get_spec(recipe.group(2)).published

@@ -108,8 +108,8 @@ _target("fpn_r50_obj365_coco", _FRCNN, "coco", "coco_finetune_paper", "fpn_r50_o
         metrics=(Metric("COCO val2017", "detection", "box AP", 42.0, _PAPER + " (Faster R-CNN FPN, vs 36.4 from "
                         "ImageNet); the paper's figure for this recipe, not weights we ship", of_these_weights=False),))
 _target("retinanet_r50_obj365_coco", _RETINA, "coco", "coco_finetune_paper", "retinanet_r50_obj365")
-_target("fpn_r50_obj365_voc", _FRCNN, "voc", "voc_finetune", "fpn_r50_obj365")
-_target("fpn_r50_obj365_citypersons", _FRCNN, "citypersons", "citypersons_finetune", "fpn_r50_obj365")
+_target("fpn_r50_obj365_voc", _FRCNN, "voc", "voc_faster_rcnn", "fpn_r50_obj365")
+_target("fpn_r50_obj365_citypersons", _FRCNN, "citypersons", "citypersons_faster_rcnn", "fpn_r50_obj365")
 _target("pspnet_r50_obj365_voc", "pspnet_r50", "voc", "pspnet_voc", "fpn_r50_obj365", task="segmentation",
         preprocessing=SEGMENTATION_512)
 _target("pspnet_r50_obj365_ade20k", "pspnet_r50", "ade20k", "pspnet_ade20k", "fpn_r50_obj365",
