@@ -22,7 +22,7 @@ class TorchBackend(Backend):
     def __init__(self, model: nn.Module, info: ModelInfo, *, device: str | torch.device = "cpu",
                  max_batch_size: int = 8, segmentation_size: int = 512) -> None:
         self.device = torch.device(device)
-        self.model = model.eval().to(self.device)
+        self.model = model.eval().to(self.device, dtype=torch.float32)  # inputs are float32 (weights may ship f16)
         self.info = info
         self.max_batch_size = max_batch_size
         self.segmentation_size = segmentation_size

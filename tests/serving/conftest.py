@@ -1,6 +1,7 @@
 """Fixtures of the serving tests: real photos, the demo model on the torch backend, a client that waits for ready."""
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from serving.backends.torch_backend import TorchBackend
 
 DEMO_MODEL = "retinanet_lite0_neon_trees"
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(1, str(REPO / "tests"))  # tests/triton_utils.py (the export engineer's tritonserver helper)
 NEON_TILE = REPO / "data" / "demo_cache" / "deepforest" / "data" / "OSBS_029.png"
 
 

@@ -29,7 +29,7 @@ def running(config: ServingConfig | None = None, backends: Sequence[Backend] | N
     with TestClient(app, raise_server_exceptions=False) as client:
         deadline = time.monotonic() + timeout_s
         while not (client.get("/readyz").status_code == 200 if ready else state.ready or state.load_error):
-            assert time.monotonic() < deadline, f"server not ready: {client.get('/readyz').json()}"
+            assert state.load_error is None and time.monotonic() < deadline, client.get("/readyz").json()
             time.sleep(0.05)
         yield client
 

@@ -25,13 +25,17 @@ def triton_repo(tmp_path_factory):
     return build_repository(zoo.load(DEMO), repo, parity=False, max_batch_size=4)
 
 
-def start(repo, ports: tuple[int, int] | None = None):
-    from triton_utils import TritonUnavailable, start_tritonserver
+def start(repo, ports: tuple[int, int] | None = None, monkeypatch=None):
+    """A tritonserver on free ports, or on ``ports`` (http, grpc) again: the helper picks its ports with
+    ``_free_port``, so the restart hands it the old ones."""
+    import triton_utils
 
-    extra = (f"--http-port={ports[0]}", f"--grpc-port={ports[1]}") if ports else ()
+    if ports is not None:
+        chosen = iter([*ports, triton_utils._free_port()])
+        monkeypatch.setattr(triton_utils, "_free_port", lambda: next(chosen))
     try:
-        return start_tritonserver(repo, timeout=120, extra_args=extra)
-    except TritonUnavailable as exc:
+        return triton_utils.start_tritonserver(repo, timeout=120)
+    except triton_utils.TritonUnavailable as exc:
         pytest.skip(f"tritonserver unavailable here (tests/triton_utils.py installs nvidia-pytriton==0.7.0 "
                     f"and a numpy<2 stub env): {exc}")
 
@@ -43,7 +47,8 @@ def wait_ready(client, timeout_s: float = 120.0) -> None:
         time.sleep(0.5)
 
 
-def test_triton_backend_matches_torch_and_recovers_from_an_outage(triton_repo, serve, demo_client, neon_tile):
+def test_triton_backend_matches_torch_and_recovers_from_an_outage(triton_repo, serve, demo_client, neon_tile,
+                                                                  monkeypatch):
     server = start(triton_repo)
     http_port, grpc_port = (int(url.rsplit(":", 1)[1]) for url in (server.http_url, server.grpc_url))
     http = create_backend(DEMO, ServingConfig(backend="triton", triton_url=server.http_url, request_timeout_s=60))
@@ -67,7 +72,7 @@ def test_triton_backend_matches_torch_and_recovers_from_an_outage(triton_repo, s
             assert f"Triton server at {server.http_url} (http) is unavailable" in message
             assert client.get("/readyz").status_code == 503
 
-            server = start(triton_repo, (http_port, grpc_port))
+            server = start(triton_repo, (http_port, grpc_port), monkeypatch)
             wait_ready(client)
             again = client.post("/v1/detect?score_threshold=0.3", content=data)
             assert again.status_code == 200
