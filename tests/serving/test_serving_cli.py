@@ -79,7 +79,8 @@ def test_default_server_process_logs_json_and_stops_gracefully(neon_tile):
         except subprocess.TimeoutExpired:
             proc.kill()
             raise
-    assert proc.returncode == 0, stderr[-3000:]
+    # uvicorn re-raises the captured SIGTERM once shutdown is complete: the process ends "killed by SIGTERM"
+    assert proc.returncode in (0, -signal.SIGTERM), stderr[-3000:]
     records = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
     request = next(r for r in records if r["msg"] == "request" and r["request_id"] == "cli-test-1")
     assert request["path"] == "/v1/detect" and request["status"] == 200 and request["ms"] > 0
