@@ -148,3 +148,23 @@ def test_bad_requests_are_clear_errors(frcnn_o365):
         transfer_head(frcnn_o365, "fasterrcnn_r50_fpn", [0], src_background=False)
     with pytest.raises(ValueError, match="no class head"):
         transfer_head({"backbone.body.conv1.weight": torch.zeros(1)}, "fasterrcnn_r50_fpn", [0])
+
+
+def test_detector_backbone_into_pspnet():
+    from zoo.convert.transfer import transfer_backbone
+    from zoo.models import build
+
+    detector = build("fasterrcnn_r50_fpn", 5)
+    with torch.no_grad():
+        for p in detector.backbone.body.parameters():
+            p.normal_()
+    seg = build("pspnet_r50", 21)
+    head_before = seg.classifier[-1].weight.clone()
+    copied = transfer_backbone(detector.state_dict(), seg)
+    sd = seg.state_dict()
+    assert copied == 53 + 53 * 4  # ResNet-50: 53 convolutions, 53 BatchNorms (weight, bias, running mean and var)
+    torch.testing.assert_close(sd["backbone.layer4.2.conv3.weight"], detector.state_dict()["backbone.body.layer4.2.conv3.weight"])
+    torch.testing.assert_close(sd["backbone.bn1.running_var"], detector.state_dict()["backbone.body.bn1.running_var"])
+    torch.testing.assert_close(seg.classifier[-1].weight, head_before)
+    with pytest.raises(ValueError, match="no ResNet trunk"):
+        transfer_backbone({"head.weight": torch.ones(1)}, seg)

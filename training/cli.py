@@ -74,7 +74,20 @@ def train(args: argparse.Namespace) -> int:
     else:
         names = tuple(dataset.categories)
         num_classes = len(names) + 1
-    if recipe.init:
+    init_spec = _init_spec(recipe.init) if recipe.init else None
+    if init_spec is not None and init_spec.arch != recipe.arch and seg:
+        # Backbone from another architecture (the paper's Objects365 detector backbone under PSPNet).
+        import zoo
+        from zoo import models
+        from zoo.convert.transfer import transfer_backbone
+        from zoo.preprocess import SEGMENTATION_512
+
+        source = zoo.load(recipe.init, pretrained=True, progress=ctx.is_main)
+        arch, build_kwargs, pre = recipe.arch, {}, SEGMENTATION_512
+        model = models.build(arch, num_classes, preprocessing=pre)
+        log.info("init: %d ResNet trunk tensors from %s (%s)", transfer_backbone(source.state_dict(), model),
+                 recipe.init, init_spec.arch)
+    elif recipe.init:
         import zoo
 
         model = zoo.load(recipe.init, pretrained=True, categories=list(names), head=recipe.head, progress=ctx.is_main)
@@ -126,6 +139,13 @@ def train(args: argparse.Namespace) -> int:
             publish.write_text(out / publish.EVAL_INFO, json.dumps({"stats": stats, "metrics": metrics}, indent=2))
             log.info("eval on %s: %s", dataset_name, json.dumps(stats))
     return 0
+
+
+def _init_spec(init: str):
+    """The spec of ``--init`` (registry name or one of our safetensors files)."""
+    from zoo.api import resolve_spec
+
+    return resolve_spec(init)[0]
 
 
 def evaluate_model(model_name: str, ann: str, images: str, *, device: str = "cpu", batch_size: int = 2) -> dict:

@@ -42,7 +42,7 @@ def load(
     from . import models
     from .categories import get_categories
 
-    spec, weights = _resolve(name)
+    spec, weights = resolve_spec(name)
     src_names = _spec_categories(spec, weights)
     state_dict = None
     if pretrained:
@@ -80,7 +80,7 @@ def _extra(spec: ModelSpec) -> int:
     return 1 if spec.task == "detection" or spec.background else 0
 
 
-def _resolve(name: str) -> tuple[ModelSpec, Path | None]:
+def resolve_spec(name: str) -> tuple[ModelSpec, Path | None]:
     """A registry name, or a path to one of our safetensors files whose metadata carries its spec."""
     path = Path(name)
     if name.endswith(".safetensors") and path.is_file():

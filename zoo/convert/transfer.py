@@ -158,3 +158,37 @@ def _select_rows(src: Tensor, fresh: Tensor, rows: Sequence[int | None], groups:
         if r is not None:
             out[:, k] = src_v[:, r]
     return out.reshape(groups * len(rows) * per_class, *tail)
+
+
+# ResNet trunk parameters live under these prefixes: detectors wrap it in BackboneWithFPN (``backbone.body``), PSPNet in
+# an IntermediateLayerGetter (``backbone``).
+_RESNET_PREFIXES = ("backbone.body.", "backbone.")
+_RESNET_ROOTS = ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.", "layer4.")
+
+
+def resnet_trunk(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The ResNet trunk of a detector or segmenter state dict, keyed as in ``torchvision.models.resnet50``."""
+    for prefix in _RESNET_PREFIXES:
+        trunk = {k[len(prefix):]: v for k, v in state_dict.items()
+                 if k.startswith(prefix) and k[len(prefix):].startswith(_RESNET_ROOTS)}
+        if trunk:
+            return trunk
+    raise ValueError("no ResNet trunk (backbone.body.* or backbone.*) in this state dict")
+
+
+def transfer_backbone(src: Mapping[str, Tensor], dst: nn.Module) -> int:
+    """Copy the ResNet trunk of ``src`` into model ``dst`` across architectures (e.g. an Objects365 Faster R-CNN
+    backbone into PSPNet, as the paper's segmentation experiments do). Every trunk parameter and running statistic of
+    ``dst`` must be covered; returns the number of tensors copied."""
+    trunk = resnet_trunk(src)
+    target = resnet_trunk(dst.state_dict())
+    prefix = next(p for p in _RESNET_PREFIXES if any(k.startswith(p + "conv1.") for k in dst.state_dict()))
+    missing = [k for k in target if k not in trunk and not k.endswith("num_batches_tracked")]
+    if missing:
+        raise ValueError(f"source backbone lacks {len(missing)} trunk tensors, e.g. {missing[:3]}")
+    shapes = [k for k in target if k in trunk and trunk[k].shape != target[k].shape]
+    if shapes:
+        raise ValueError(f"backbone shapes differ at {shapes[:3]}: not the same ResNet")
+    copied = {prefix + k: trunk[k] for k in target if k in trunk}
+    dst.load_state_dict(copied, strict=False)
+    return len(copied)
