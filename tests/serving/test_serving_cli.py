@@ -84,4 +84,6 @@ def test_default_server_process_logs_json_and_stops_gracefully(neon_tile):
     records = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
     request = next(r for r in records if r["msg"] == "request" and r["request_id"] == "cli-test-1")
     assert request["path"] == "/v1/detect" and request["status"] == 200 and request["ms"] > 0
-    assert any(r["msg"] == "model ready" for r in records) and records[-1]["msg"] == "stopped"
+    messages = [r["msg"] for r in records]
+    assert "model ready" in messages and "stopped" in messages  # lifespan shutdown ran: batchers drained
+    assert messages.index("stopped") > messages.index("request") and messages[-1].startswith("Finished server")
