@@ -44,12 +44,9 @@ MODELS = {  # key: (zoo name, image size override, pretrained)
 def test_image(key: str) -> bytes:
     """The demo model gets a NEON tile (400x400); R50-FPN a 512x512 crop of scikit-image's astronaut."""
     if key == "demo":
-        tile = REPO / "data" / "demo_cache" / "deepforest" / "data" / "OSBS_029.png"
-        if not tile.is_file():
-            from training.demo_data import ensure_demo_data
+        from training.demo_data import ensure_demo_data
 
-            ensure_demo_data()
-        image = Image.open(tile).convert("RGB")
+        image = Image.open(ensure_demo_data().image("OSBS_029")).convert("RGB")
     else:
         from skimage import data
 
@@ -73,7 +70,7 @@ def summarise(latencies: list[float], seconds: float, statuses: list[int]) -> di
 
 def direct(key: str, backend_name: str, image: bytes, requests: int, threads: int, cache: Path,
            triton_url: str) -> dict:
-    """The backend's own infer() on one decoded image, ``requests`` times in a loop (after one warm-up): no
+    """The backend's own infer() on one decoded image, ``requests`` times in a loop (after three warm-ups): no
     decoding, no HTTP, no batching."""
     import torch
 
@@ -87,7 +84,8 @@ def direct(key: str, backend_name: str, image: bytes, requests: int, threads: in
                            threads=threads, onnx_cache=cache, triton_url=triton_url, request_timeout_s=600)
     backend = create_backend(name, config)
     pixels = decode_image(image, None, 10**8).pixels
-    backend.infer([pixels])
+    for _ in range(3):
+        backend.infer([pixels])
     latencies = []
     started = time.perf_counter()
     for _ in range(requests):

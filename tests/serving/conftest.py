@@ -19,7 +19,6 @@ from serving.backends.torch_backend import TorchBackend
 DEMO_MODEL = "retinanet_lite0_neon_trees"
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(1, str(REPO / "tests"))  # tests/triton_utils.py (the export engineer's tritonserver helper)
-NEON_TILE = REPO / "data" / "demo_cache" / "deepforest" / "data" / "OSBS_029.png"
 
 
 @pytest.fixture(scope="session")
@@ -36,15 +35,14 @@ def photos() -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="session")
 def neon_tile() -> np.ndarray:
-    """A 400x400 NEON aerial tile with tree crowns (deepforest's OSBS_029, fetched by training.demo_data)."""
-    if not NEON_TILE.is_file():
-        try:
-            from training.demo_data import ensure_demo_data
+    """A 400x400 NEON aerial tile with tree crowns (deepforest's OSBS_029, fetched once by training.demo_data)."""
+    from training.demo_data import ensure_demo_data
 
-            ensure_demo_data()
-        except Exception as exc:  # noqa: BLE001 - offline and nothing cached
-            pytest.skip(f"NEON tile unavailable ({exc}); run `python -m training.demo_data` once online")
-    return np.asarray(Image.open(NEON_TILE).convert("RGB"))
+    try:
+        path = ensure_demo_data().image("OSBS_029")
+    except RuntimeError as exc:  # offline and nothing cached
+        pytest.skip(f"NEON tile unavailable ({exc}); run `python -m training.demo_data` once online")
+    return np.asarray(Image.open(path).convert("RGB"))
 
 
 @pytest.fixture(scope="session")
