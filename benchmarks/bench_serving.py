@@ -215,13 +215,14 @@ def measure(key: str, backend: str, args: argparse.Namespace, triton_url: str) -
     image = test_image(key)
     n = args.requests if key == "demo" else max(8, args.requests // 2)
     out: dict = {"model": MODELS[key][0], "backend": backend, "image_bytes": len(image), "timed_requests": n,
+                 "max_wait_ms": args.max_wait_ms,
                  "image_size": MODELS[key][1], "pretrained": MODELS[key][2], "threads": args.threads}
     print(f"[{key} / {backend}] direct loop", flush=True)
     out["direct"] = direct_in_child(key, backend, n, args.threads, args.cache, triton_url)
     flags = {"triton_url": triton_url} if triton_url else {}
     out["http"] = {}
-    with Server(key, backend, args.threads, args.cache, max_batch_size=8, max_wait_ms=10, queue_size=64,
-                **flags) as server:
+    with Server(key, backend, args.threads, args.cache, max_batch_size=8, max_wait_ms=args.max_wait_ms,
+                queue_size=64, **flags) as server:
         for c in args.concurrency:
             print(f"[{key} / {backend}] HTTP concurrency {c}", flush=True)
             before = batch_sizes(server.url)["batches"]
@@ -263,6 +264,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=16, help="timed requests per setting (R50: half)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--threads", type=int, default=2, help="torch / onnxruntime intra-op threads")
+    parser.add_argument("--max-wait-ms", type=float, default=0.0, help="the batching server's --max-wait-ms")
     parser.add_argument("--cache", type=Path, default=REPO / ".cache" / "bench_serving",
                         help="ONNX export cache of the onnxruntime backend")
     parser.add_argument("--direct-worker", metavar="JOB", help=argparse.SUPPRESS)

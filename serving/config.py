@@ -35,7 +35,8 @@ class ServingConfig:
     triton_model: str | None = field(default=None, metadata={"help": "triton: the graph model to call (default: "
                                                                      "<name>_onnx if ready, else <name>_python)"})
     max_batch_size: int = field(default=8, metadata={"help": "images per inference batch, at most"})
-    max_wait_ms: float = field(default=5.0, metadata={"help": "how long a batch waits to fill after its first image"})
+    max_wait_ms: float = field(default=0.0, metadata={"help": "how long a batch waits to fill after its first image "
+                                                              "(0: it takes what queued while the worker was busy)"})
     queue_size: int = field(default=64, metadata={"help": "requests waiting per model before 503 + Retry-After"})
     request_timeout_s: float = field(default=30.0, metadata={"help": "per-request limit for queue + inference (504)"})
     max_upload_bytes: int = field(default=20 * 1024 * 1024, metadata={"help": "largest accepted upload (413)"})
