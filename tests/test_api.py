@@ -161,3 +161,19 @@ def test_num_classes_gives_a_fresh_head():
         model = zoo.load("retinanet_r50_obj365_coco", pretrained=False, num_classes=4)
     assert len(model.categories) == 3
     assert model.state_dict()["head.classification_head.cls_logits.weight"].shape[0] == 9 * 4
+
+
+def test_load_shipped_weights_by_path():
+    spec = zoo.get_spec("retinanet_lite0_neon_trees")
+    by_path = zoo.load(spec.source)
+    by_name = zoo.load(spec.name)
+    assert by_path.categories == by_name.categories == ("tree",)
+    assert by_path.spec.arch == spec.arch and by_path.spec.source == spec.source
+    for key, value in by_name.state_dict().items():
+        assert torch.equal(value, by_path.state_dict()[key]), key
+
+
+def test_foreign_safetensors_by_path_is_a_clear_error(tmp_path):
+    path = save_weights({"w": torch.ones(1)}, tmp_path / "other.safetensors", {"note": "not ours"})
+    with pytest.raises(ValueError, match="zoo convert"):
+        zoo.load(str(path))

@@ -81,33 +81,40 @@ def _extra(spec: ModelSpec) -> int:
 
 
 def resolve_spec(name: str) -> tuple[ModelSpec, Path | None]:
-    """A registry name, or a path to one of our safetensors files whose metadata carries its spec."""
+    """A registry name, or a path to one of our safetensors files (its metadata names a registered model or carries
+    a full spec, as training's publish step writes it)."""
     path = Path(name)
-    if name.endswith(".safetensors") and path.is_file():
-        from .checkpoint import load_weights
-        from .registry import Metric
-        from .preprocess import Preprocessing
+    if not (name.endswith(".safetensors") and path.is_file()):
+        return get_spec(name), None
+    from dataclasses import fields, replace
 
-        _, meta = load_weights(path)
-        if "spec" not in meta:
-            raise ValueError(f"{path} has no 'spec' metadata: it was not written by objects365-zoo; "
-                             f"convert it first with `zoo convert`")
+    from .checkpoint import read_metadata
+    from .preprocess import Preprocessing
+    from .registry import Metric, list_models
+
+    meta = read_metadata(path)
+    local = {"source": str(path.resolve()), "sha256": None, "file_size": path.stat().st_size, "converter": None}
+    if meta.get("model") in list_models():
+        return replace(get_spec(meta["model"]), **local), path
+    try:
         data = json.loads(meta["spec"])
+        data = {f.name: data[f.name] for f in fields(ModelSpec) if f.name in data}
         data["preprocessing"] = Preprocessing.from_dict(data["preprocessing"])
         data["metrics"] = tuple(Metric(**m) for m in data.get("metrics", ()))
         data["datasets"] = tuple(data.get("datasets", ()))
-        data.update(source=str(path.resolve()), sha256=None, converter=None)
-        return ModelSpec(**data), path
-    return get_spec(name), None
+        return ModelSpec(**{**data, **local}), path
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: its metadata names no registered model and no complete spec ({exc!r}); it was "
+                         f"not written by objects365-zoo: convert it first with `zoo convert`") from None
 
 
 def _spec_categories(spec: ModelSpec, weights: Path | None) -> tuple[str, ...]:
     from .categories import get_categories
 
     if weights is not None:
-        from .checkpoint import load_weights
+        from .checkpoint import read_metadata
 
-        meta = load_weights(weights)[1]
+        meta = read_metadata(weights)
         if "categories" in meta:
             return tuple(json.loads(meta["categories"]))
     return tuple(get_categories(spec.categories))

@@ -52,6 +52,14 @@ def load_weights(path: str | Path) -> tuple[dict[str, Any], dict[str, str]]:
     return state_dict, metadata
 
 
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata of a safetensors file, without reading its tensors."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        return dict(f.metadata() or {})
+
+
 def load_foreign(path: str | Path) -> Any:
     """Load a foreign PyTorch checkpoint with ``weights_only=True``; refuse pickles that need arbitrary objects."""
     import torch
