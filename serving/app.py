@@ -225,7 +225,8 @@ def create_app(config: ServingConfig | None = None, backends: Sequence[Backend] 
         started = time.perf_counter()
         backend, batcher = state.resolve(model, task)
         request.state.model = backend.info.name
-        selected = parse_classes(classes, backend.info.categories, backend.info.label_offset)
+        selected = parse_classes(classes, backend.info.categories, backend.info.label_offset,
+                                 background=task == "segmentation")
         image = await read_image(request)
         decoded = time.perf_counter()
         state.metrics.queue_depth.labels(backend.info.name).set(batcher.depth)

@@ -13,21 +13,27 @@ from .errors import BadParameter
 from .schemas import RLE, Detection, SegmentClass
 
 
-def parse_classes(text: str | None, categories: Sequence[str], offset: int = 1) -> set[int] | None:
+def parse_classes(text: str | None, categories: Sequence[str], offset: int = 1,
+                  background: bool = False) -> set[int] | None:
     """Labels selected by a comma-separated list of names (case-insensitive) or label numbers; None keeps all.
 
-    ``offset`` is the label of ``categories[0]``: 1 for detectors and segmenters with a background class."""
+    ``offset`` is the label of ``categories[0]``: 1 for detectors and segmenters with a background class.
+    ``background``: label 0 is a selectable "background" class (segmenters whose answers name it)."""
     if text is None or not text.strip():
         return None
     by_name = {name.strip().lower(): i + offset for i, name in enumerate(categories)}
+    lowest = offset
+    if background and offset == 1:
+        by_name.setdefault("background", 0)
+        lowest = 0
     labels: set[int] = set()
     for token in (t.strip() for t in text.split(",")):
         if not token:
             continue
         if token.lstrip("-").isdigit():
             label = int(token)
-            if not offset <= label < len(categories) + offset:
-                raise BadParameter(f"class label {label} is out of range {offset}..{len(categories) + offset - 1}")
+            if not lowest <= label < len(categories) + offset:
+                raise BadParameter(f"class label {label} is out of range {lowest}..{len(categories) + offset - 1}")
             labels.add(label)
         elif token.lower() in by_name:
             labels.add(by_name[token.lower()])

@@ -142,6 +142,7 @@ def test_segment_rle_decodes_with_pycocotools(segment_client, photos):
     png = segment_client.post("/v1/segment?model=pspnet_r50_obj365_voc", content=data).json()
     label_map = np.asarray(Image.open(io.BytesIO(base64.b64decode(png["label_map_png"]))))
     rle = segment_client.post("/v1/segment?model=pspnet_r50_obj365_voc&format=rle", content=data).json()
+    assert "classes" in rle, rle
     assert rle["label_map_png"] is None
     for entry in rle["classes"]:
         coco = mask_utils.frPyObjects({"size": entry["rle"]["size"], "counts": entry["rle"]["counts"]},
@@ -149,6 +150,7 @@ def test_segment_rle_decodes_with_pycocotools(segment_client, photos):
         assert np.array_equal(mask_utils.decode(coco).astype(bool), label_map == entry["label"])
     first = rle["classes"][0]["name"]
     only = segment_client.post(f"/v1/segment?model=pspnet_r50_obj365_voc&classes={first}", content=data).json()
+    assert "classes" in only, (first, only)
     assert [c["name"] for c in only["classes"]] == [first]
 
 
@@ -159,3 +161,17 @@ def test_model_task_mismatch_is_a_422(segment_client, photos):
     assert segment_client.post("/v1/detect", content=data).status_code == 422  # the default is the segmenter
     missing = segment_client.post("/v1/detect?model=nope", content=data)
     assert missing.status_code == 404 and "retinanet_lite0_neon_trees" in missing.json()["error"]["message"]
+
+
+def test_classes_parameter_names_labels_and_background():
+    from serving.errors import BadParameter
+    from serving.results import parse_classes
+
+    voc = ("aeroplane", "bicycle", "bird")
+    assert parse_classes("bird, 1", voc) == {3, 1}
+    assert parse_classes(None, voc) is None
+    assert parse_classes("background,Bicycle", voc, background=True) == {0, 2}
+    with pytest.raises(BadParameter, match="unknown class 'background'"):
+        parse_classes("background", voc)  # detectors have no background answers to select
+    with pytest.raises(BadParameter, match="out of range 1..3"):
+        parse_classes("0", voc)
