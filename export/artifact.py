@@ -46,7 +46,7 @@ def build_metadata(source: ExportSource, fmt: str, artifact: str, image_size: tu
         "version": source.version,
         "categories_key": source.categories_key,
         "categories": list(source.categories),
-        "label_offset": 1 if source.task == "detection" else 0,
+        "label_offset": source.label_offset,
         "preprocessing": source.preprocessing.to_dict(),
         "input": {"name": "images", "shape": ["batch", 3, height, width], "dtype": "float32",
                   "layout": "NCHW, RGB on [0, 1]; photos letterboxed (export.letterbox)"},

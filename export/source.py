@@ -26,6 +26,7 @@ class ExportSource:
     checkpoint: str | None  # where the weights came from; None for random weights
     sha256: str | None  # the checkpoint's digest (full, or the registry's published prefix)
     weights: str  # "pretrained" | "random" | "in-memory"
+    label_offset: int  # label of categories[0]: 1 where label 0 is background
 
 
 def load_source(model_or_name: str | Path | nn.Module, *, pretrained: bool = True,
@@ -66,6 +67,7 @@ def load_source(model_or_name: str | Path | nn.Module, *, pretrained: bool = Tru
     return ExportSource(
         model=model, name=spec.name, task=spec.task, arch=spec.arch, categories_key=spec.categories,
         categories=tuple(model.categories), version=str(spec.version), preprocessing=pre,
+        label_offset=spec.label_offset,
         checkpoint=checkpoint, sha256=sha256, weights=weights,
     )
 

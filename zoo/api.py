@@ -50,7 +50,7 @@ def load(
                                                         progress=progress)
         src_names = ckpt_names or src_names
     if state_dict is None:
-        model = models.build(spec.arch, len(src_names) + _extra(spec), preprocessing=spec.preprocessing,
+        model = models.build(spec.arch, len(src_names) + spec.label_offset, preprocessing=spec.preprocessing,
                              **spec.build_kwargs)
     else:
         model = _build_loaded(spec, state_dict, src_names)
@@ -61,11 +61,11 @@ def load(
             raise ValueError(f"head must be 'transfer' or 'reinit', not {head!r}")
         if categories is not None:
             names = tuple(get_categories(categories)) if isinstance(categories, str) else tuple(categories)
-            if num_classes is not None and num_classes != len(names) + _extra(spec):
+            if num_classes is not None and num_classes != len(names) + spec.label_offset:
                 raise ValueError(f"num_classes={num_classes} disagrees with {len(names)} categories "
-                                 f"(+{_extra(spec)} background)")
+                                 f"(+{spec.label_offset} background)")
         elif num_classes is not None:
-            names = tuple(f"class_{i}" for i in range(1, num_classes + 1 - _extra(spec)))
+            names = tuple(f"class_{i}" for i in range(1, num_classes + 1 - spec.label_offset))
         model = _transfer(model, spec, src_names, names, head, categories is not None)
 
     model.categories = tuple(names)
@@ -74,10 +74,6 @@ def load(
     if device is not None:
         model.to(device)
     return model
-
-
-def _extra(spec: ModelSpec) -> int:
-    return 1 if spec.task == "detection" or spec.background else 0
 
 
 def resolve_spec(name: str) -> tuple[ModelSpec, Path | None]:
@@ -190,10 +186,10 @@ def _build_loaded(spec: ModelSpec, state_dict: dict, names: Sequence[str]) -> "n
     from .convert import class_count
 
     found = class_count(state_dict, spec.arch)
-    expected = len(names) + _extra(spec)
+    expected = len(names) + spec.label_offset
     if found is not None and found != expected:
         raise ValueError(
-            f"{spec.name}: the checkpoint has {found - _extra(spec)} classes but the model expects "
+            f"{spec.name}: the checkpoint has {found - spec.label_offset} classes but the model expects "
             f"{len(names)} ({spec.categories}); it belongs to another category list"
         )
     with torch.device("meta"):
@@ -220,7 +216,7 @@ def _transfer(model: "nn.Module", spec: ModelSpec, src: Sequence[str], dst: Sequ
     from .convert.transfer import transfer_head
 
     mapping = map_indices(list(src), list(dst)) if by_name else [None] * len(dst)
-    background = _extra(spec) == 1
+    background = spec.label_offset == 1
     state_dict = transfer_head(model.state_dict(), spec.arch, mapping, mode=head, src_background=background,
                                dst_background=background)
     return _build_loaded(spec, state_dict, dst)

@@ -42,11 +42,16 @@ class ModelSpec:
     alias_of: str | None = None
 
     @property
+    def label_offset(self) -> int:
+        """The label of ``categories[0]``: 1 where label 0 is background (every detector; VOC-style segmenters)."""
+        return 1 if self.task == "detection" or self.background else 0
+
+    @property
     def num_outputs(self) -> int:
         """Classifier width: categories plus background (always for detectors)."""
         from .categories import get_categories
 
-        return len(get_categories(self.categories)) + (1 if self.background or self.task == "detection" else 0)
+        return len(get_categories(self.categories)) + self.label_offset
 
     @property
     def published(self) -> bool:

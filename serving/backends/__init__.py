@@ -20,7 +20,7 @@ def model_info(model: nn.Module, backend: str) -> ModelInfo:
     """What the API reports for a model loaded by ``zoo.load`` (it carries ``.spec`` and ``.categories``)."""
     spec = model.spec
     categories = tuple(model.categories)
-    offset = 1 if spec.task == "detection" or getattr(spec, "background", True) else 0
+    offset = spec.label_offset
     pre = spec.preprocessing
     return ModelInfo(name=spec.name, version=spec.version, task=spec.task, categories=categories, arch=spec.arch,
                      backend=backend, score_threshold=pre.score_threshold, max_detections=pre.max_detections,

@@ -17,24 +17,10 @@ def info_from_metadata(meta: dict, backend: str) -> ModelInfo:
     """A :class:`ModelInfo` from an export's ``metadata.json``."""
     categories = tuple(meta["categories"])
     offset = int(meta.get("label_offset", 1))
-    if meta["task"] == "segmentation":
-        offset = _segmentation_offset(meta["model"], offset)
     pre = meta["preprocessing"]
     return ModelInfo(name=meta["model"], version=str(meta["version"]), task=meta["task"], categories=categories,
                      arch=meta.get("arch", ""), backend=backend, score_threshold=float(pre["score_threshold"]),
                      max_detections=int(pre["max_detections"]) or 100, label_offset=offset)
-
-
-def _segmentation_offset(name: str, fallback: int) -> int:
-    """1 when the registry says the segmenter's label 0 is background (VOC), else 0 (ADE20K). The export metadata
-    writes 0 for every segmenter, so the registry decides when it knows the model."""
-    import zoo
-
-    try:
-        spec = zoo.get_spec(name)
-    except LookupError:
-        return fallback
-    return 1 if getattr(spec, "background", False) else 0
 
 
 def input_size(meta: dict) -> tuple[int, int]:

@@ -139,7 +139,7 @@ def zoo_info(name: str, backend: str) -> ModelInfo:
     from zoo.categories import get_categories
 
     spec = zoo.get_spec(name)
-    offset = 1 if spec.task == "detection" or getattr(spec, "background", True) else 0
+    offset = spec.label_offset
     pre = spec.preprocessing
     return ModelInfo(name=spec.name, version=str(spec.version), task=spec.task,
                      categories=tuple(get_categories(spec.categories)), arch=spec.arch, backend=backend,
