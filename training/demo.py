@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import io
 import json
 import math
@@ -25,7 +24,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from torch import Tensor, nn
 from torchvision.ops import batched_nms
 from PIL import Image
@@ -33,6 +31,8 @@ from torchvision.transforms.functional import pil_to_tensor
 
 from training.data.voc import read_voc_xml
 from training.demo_data import HELDOUT_TILE, TRAIN_TILES, TREE_LABELS, DemoData, ensure_demo_data
+from zoo import checkpoint
+from zoo.hub import sha256_file
 from zoo.models.light import retinanet_lite0_fpn
 from zoo.preprocess import AERIAL_400
 
@@ -230,28 +230,13 @@ def evaluate_heldout(model: nn.Module, tile: Tile, tiled: bool = False) -> dict[
     return out | {"detections": int(len(pred["boxes"])), "eval_s": round(time.perf_counter() - t0, 1)}
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def save_weights(model: nn.Module, out: Path) -> None:
-    """fp16 safetensors with the zoo's metadata, written atomically (temp file in the same folder, then rename)."""
-    state = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
+    """fp16 safetensors with the zoo's metadata, written atomically by zoo.checkpoint."""
+    state = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
     spec = {"name": MODEL_NAME, "arch": ARCH, "num_classes": len(CATEGORIES) + 1, "categories": CATEGORIES_KEY,
             "preprocessing": AERIAL_400.to_dict()}
-    meta = {"format": "objects365-zoo/1", "arch": ARCH, "categories": json.dumps(list(CATEGORIES)),
-            "model": MODEL_NAME, "spec": json.dumps(spec)}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        save_file(state, str(tmp), metadata=meta)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    checkpoint.save_weights(state, out, {"arch": ARCH, "categories": list(CATEGORIES), "model": MODEL_NAME,
+                                         "spec": spec})
 
 
 def write_json(path: Path, obj: dict) -> None:

@@ -8,7 +8,6 @@ Digests below were measured on the wheels fetched from PyPI on 2026-11-24.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -17,6 +16,8 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from zoo.hub import sha256_file
 
 DEEPFOREST_WHEEL = ("deepforest==2.1.0", "deepforest-2.1.0-py3-none-any.whl",
                     "8c2798d8e9be7f0004b194fe207b76c1d9fff6e711b3db67b9508dcd5d00ae54")
@@ -38,14 +39,6 @@ def default_cache() -> Path:
     return Path(env) if env else Path(__file__).resolve().parent.parent / "data" / "demo"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _wheel(cache: Path, requirement: str, filename: str, sha256: str) -> Path:
     path = cache / filename
     if not path.is_file():
@@ -60,7 +53,7 @@ def _wheel(cache: Path, requirement: str, filename: str, sha256: str) -> Path:
             if proc.returncode != 0 or not got.is_file():
                 raise RuntimeError(f"pip could not download {requirement}: {proc.stderr.strip()[-500:]}")
             os.replace(got, path)
-    digest = _sha256(path)
+    digest = sha256_file(path)
     if digest != sha256:
         raise RuntimeError(f"{path} has sha256 {digest}, expected {sha256}; delete it and retry")
     return path
