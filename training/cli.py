@@ -13,7 +13,6 @@ import dataclasses
 import importlib
 import json
 import logging
-import sys
 from pathlib import Path
 
 log = logging.getLogger("training")

@@ -8,5 +8,5 @@ from . import specs as _specs  # noqa: F401  (registers every named model)
 from .api import NoPublishedWeightsError, load
 from .registry import Metric, ModelSpec, UnknownModelError, get_spec, list_models
 
-__all__ = ["load", "list_models", "get_spec", "ModelSpec", "Metric", "UnknownModelError", "NoPublishedWeightsError"]
+__all__ = ["Metric", "ModelSpec", "NoPublishedWeightsError", "UnknownModelError", "get_spec", "list_models", "load"]
 __version__ = "0.1.0"

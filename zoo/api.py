@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from .registry import ModelSpec, get_spec
 
@@ -21,13 +22,13 @@ def load(
     pretrained: bool = True,
     num_classes: int | None = None,
     categories: str | Sequence[str] | None = None,
-    device: "str | torch.device | None" = None,
+    device: str | torch.device | None = None,
     *,
     head: str = "transfer",
     mirror: str | None = None,
     cache_dir: str | Path | None = None,
     progress: bool = True,
-) -> "nn.Module":
+) -> nn.Module:
     """Return the model ``name`` (a registry name or a path to one of our ``.safetensors`` files) in eval mode.
 
     - ``pretrained``: fetch (hub: cache, sha256, mirror) and load the published weights; a foreign layout is
@@ -177,7 +178,7 @@ def _checkpoint_categories(spec: ModelSpec, class_names: list[str] | None) -> tu
     return tuple(class_names)
 
 
-def _build_loaded(spec: ModelSpec, state_dict: dict, names: Sequence[str]) -> "nn.Module":
+def _build_loaded(spec: ModelSpec, state_dict: dict, names: Sequence[str]) -> nn.Module:
     """Build on the meta device and adopt the checkpoint's tensors (``assign=True``): random initialisation of
     weights about to be overwritten is most of a build's cost."""
     import torch
@@ -210,8 +211,8 @@ def _build_loaded(spec: ModelSpec, state_dict: dict, names: Sequence[str]) -> "n
     return model
 
 
-def _transfer(model: "nn.Module", spec: ModelSpec, src: Sequence[str], dst: Sequence[str], head: str,
-              by_name: bool) -> "nn.Module":
+def _transfer(model: nn.Module, spec: ModelSpec, src: Sequence[str], dst: Sequence[str], head: str,
+              by_name: bool) -> nn.Module:
     from .categories import map_indices
     from .convert.transfer import transfer_head
 

@@ -10,8 +10,9 @@ import json
 import os
 import pickle
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 FORMAT = "objects365-zoo/1"
 

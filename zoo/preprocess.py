@@ -41,7 +41,7 @@ class Preprocessing:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Preprocessing":
+    def from_dict(cls, data: dict) -> Preprocessing:
         data = dict(data)
         for key in ("mean", "std"):
             if key in data:

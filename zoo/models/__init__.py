@@ -10,7 +10,7 @@ Segmentation models return ``{"out": logits [B, K, H, W]}`` at input resolution,
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 
