@@ -6,8 +6,7 @@ import sys
 
 import torch
 
-from .api import ParityError, export_model, parse_size
-from .artifact import ExportError
+from .api import export_model, parse_size, run_cli
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,20 +25,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    try:
+
+    def export() -> int:
         path, report = export_model(args.model, args.out, fmt=args.format, image_size=parse_size(args.size),
                                     pretrained=not args.random_weights, score_threshold=args.score_threshold,
                                     parity=not args.no_parity, overwrite=args.overwrite)
-    except ParityError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except (ExportError, OSError, ValueError, KeyError, LookupError, TypeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if report is not None:
-        print(report.table())
-    print(f"wrote {path}")
-    return 0
+        if report is not None:
+            print(report.table())
+        print(f"wrote {path}")
+        return 0
+
+    return run_cli(export)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 published atomically."""
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image
@@ -22,6 +24,18 @@ class ParityError(ExportError):
     def __init__(self, report: ParityReport) -> None:
         super().__init__("export failed the parity check:\n" + report.table())
         self.report = report
+
+
+def run_cli(action: Callable[[], int]) -> int:
+    """Run a command-line action: a parity failure exits 1 and bad input 2, each with its message on stderr."""
+    try:
+        return action()
+    except ParityError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (ExportError, OSError, ValueError, KeyError, LookupError, TypeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 def default_image_size(pre: Preprocessing) -> tuple[int, int]:

@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .api import ParityError, export_model, parse_size
+from .api import export_model, parse_size, run_cli
 from .artifact import METADATA_FILE, ExportError, read_metadata, staged_dir
 from .source import ExportSource, load_source
 
@@ -210,22 +210,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
-    try:
+
+    def build() -> int:
         repo = build_repository(args.model, args.repo, image_size=parse_size(args.size),
                                 pretrained=not args.random_weights, score_threshold=args.score_threshold,
                                 max_batch_size=args.max_batch_size, device=args.device, instances=args.instances,
                                 queue_delay_us=args.queue_delay_us, torchscript=args.torchscript,
                                 ensemble_backend=args.ensemble_backend, parity=not args.no_parity,
                                 overwrite=args.overwrite)
-    except ParityError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except (ExportError, OSError, ValueError, KeyError, LookupError, TypeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    for config in sorted(repo.glob("*/config.pbtxt")):
-        print(config.relative_to(repo))
-    return 0
+        for config in sorted(repo.glob("*/config.pbtxt")):
+            print(config.relative_to(repo))
+        return 0
+
+    return run_cli(build)
 
 
 if __name__ == "__main__":

@@ -185,15 +185,10 @@ def retinanet_lite0_fpn(
     return RetinaNet(
         backbone,
         num_classes,
-        min_size=pre.min_size,
-        max_size=pre.max_size,
-        image_mean=list(pre.mean),
-        image_std=list(pre.std),
         anchor_generator=anchors,
         head=head,
         score_thresh=pre.score_threshold,
         nms_thresh=pre.nms_threshold,
         detections_per_img=pre.max_detections,
-        size_divisible=pre.size_divisible,
-        **kw,
+        **{**pre.transform_kwargs(), **kw},
     )
