@@ -15,7 +15,6 @@ import contextlib
 import io
 import json
 import math
-import os
 import random
 import sys
 import time
@@ -31,6 +30,7 @@ from torchvision.transforms.functional import pil_to_tensor
 
 from training.data.voc import read_voc_xml
 from training.demo_data import HELDOUT_TILE, TRAIN_TILES, TREE_LABELS, DemoData, ensure_demo_data
+from training.publish import write_text
 from zoo import checkpoint
 from zoo.hub import sha256_file
 from zoo.models.light import retinanet_lite0_fpn
@@ -240,10 +240,7 @@ def save_weights(model: nn.Module, out: Path) -> None:
 
 
 def write_json(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
