@@ -1,6 +1,7 @@
 """Serving throughput and latency over loopback HTTP against the same backend called directly in a loop.
 
-For each model and backend: the backend's ``infer`` on one image in a loop (direct), then a server process
+For each model and backend: the backend's ``infer`` on one image in a loop (direct: on the decoded pixels, and
+decoding the same bytes each time as a user's own loop over image files would), then a server process
 (``python -m serving``) at concurrency 1, 4 and 16 with dynamic batching, the same at 16 with batch size 1, and a
 small queue flooded to count 503 answers. Prints a table and writes benchmarks/results/bench_serving.json.
 
@@ -41,8 +42,9 @@ MODELS = {  # key: (zoo name, image size override, pretrained)
 }
 
 
-def test_image(key: str) -> bytes:
-    """The demo model gets a NEON tile (400x400); R50-FPN a 512x512 crop of scikit-image's astronaut."""
+def test_image(key: str, fmt: str) -> bytes:
+    """The demo model gets a NEON tile (400x400); R50-FPN scikit-image's astronaut resized to 512x512; encoded as
+    ``fmt`` (JPEG at quality 90, as cameras and browsers send photos, or PNG)."""
     if key == "demo":
         from training.demo_data import ensure_demo_data
 
@@ -52,7 +54,7 @@ def test_image(key: str) -> bytes:
 
         image = Image.fromarray(data.astronaut()).resize((512, 512))
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    image.save(buffer, format=fmt.upper(), **({"quality": 90} if fmt == "jpeg" else {}))
     return buffer.getvalue()
 
 
@@ -70,8 +72,8 @@ def summarise(latencies: list[float], seconds: float, statuses: list[int]) -> di
 
 def direct(key: str, backend_name: str, image: bytes, requests: int, threads: int, cache: Path,
            triton_url: str) -> dict:
-    """The backend's own infer() on one decoded image, ``requests`` times in a loop (after three warm-ups): no
-    decoding, no HTTP, no batching."""
+    """The backend's own infer(), ``requests`` times in a loop after three warm-ups, on one image decoded once
+    ("infer") and decoding its bytes each time ("decode+infer"): no HTTP, no batching."""
     import torch
 
     from serving.backends import create_backend
@@ -86,13 +88,16 @@ def direct(key: str, backend_name: str, image: bytes, requests: int, threads: in
     pixels = decode_image(image, None, 10**8).pixels
     for _ in range(3):
         backend.infer([pixels])
-    latencies = []
-    started = time.perf_counter()
-    for _ in range(requests):
-        t = time.perf_counter()
-        backend.infer([pixels])
-        latencies.append(time.perf_counter() - t)
-    result = summarise(latencies, time.perf_counter() - started, [200] * requests)
+    result = {}
+    for mode, step in (("infer", lambda: backend.infer([pixels])),
+                       ("decode+infer", lambda: backend.infer([decode_image(image, None, 10**8).pixels]))):
+        latencies = []
+        started = time.perf_counter()
+        for _ in range(requests):
+            t = time.perf_counter()
+            step()
+            latencies.append(time.perf_counter() - t)
+        result[mode] = summarise(latencies, time.perf_counter() - started, [200] * requests)
     backend.close()
     return result
 
@@ -101,10 +106,11 @@ def child_env(threads: int) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(threads)}
 
 
-def direct_in_child(key: str, backend: str, requests: int, threads: int, cache: Path, triton_url: str) -> dict:
+def direct_in_child(key: str, backend: str, requests: int, threads: int, cache: Path, triton_url: str,
+                    fmt: str) -> dict:
     """:func:`direct` in a fresh process set up like the server's, so both sides run under the same conditions."""
     job = json.dumps({"key": key, "backend": backend, "requests": requests, "threads": threads, "cache": str(cache),
-                      "triton_url": triton_url})
+                      "triton_url": triton_url, "format": fmt})
     done = subprocess.run([sys.executable, __file__, "--direct-worker", job], cwd=REPO, env=child_env(threads),
                           capture_output=True, text=True, timeout=3000, check=False)
     if done.returncode != 0:
@@ -212,13 +218,14 @@ def run(key: str, backend: str, args: argparse.Namespace) -> dict:
 
 
 def measure(key: str, backend: str, args: argparse.Namespace, triton_url: str) -> dict:
-    image = test_image(key)
+    image = test_image(key, args.format)
     n = args.requests if key == "demo" else max(8, args.requests // 2)
-    out: dict = {"model": MODELS[key][0], "backend": backend, "image_bytes": len(image), "timed_requests": n,
+    out: dict = {"model": MODELS[key][0], "backend": backend, "image_format": args.format,
+                 "image_bytes": len(image), "timed_requests": n,
                  "max_wait_ms": args.max_wait_ms,
                  "image_size": MODELS[key][1], "pretrained": MODELS[key][2], "threads": args.threads}
     print(f"[{key} / {backend}] direct loop", flush=True)
-    out["direct"] = direct_in_child(key, backend, n, args.threads, args.cache, triton_url)
+    out["direct"] = direct_in_child(key, backend, n, args.threads, args.cache, triton_url, args.format)
     flags = {"triton_url": triton_url} if triton_url else {}
     out["http"] = {}
     with Server(key, backend, args.threads, args.cache, max_batch_size=8, max_wait_ms=args.max_wait_ms,
@@ -236,23 +243,26 @@ def measure(key: str, backend: str, args: argparse.Namespace, triton_url: str) -
     print(f"[{key} / {backend}] queue flood (queue 2, 24 clients)", flush=True)
     with Server(key, backend, args.threads, args.cache, max_batch_size=1, queue_size=2, **flags) as server:
         out["queue_full"] = load(server.url, image, 24, 24)
-    d, h1 = out["direct"]["throughput_per_s"], out["http"][str(min(args.concurrency))]["throughput_per_s"]
-    out["http_overhead_pct"] = round(100 * (1 - h1 / d), 1) if d and h1 else None
+    h1 = out["http"][str(min(args.concurrency))]["throughput_per_s"]
+    out["http_overhead_pct"] = {mode: round(100 * (1 - h1 / d["throughput_per_s"]), 1)
+                                for mode, d in out["direct"].items()}
     hb, b1 = out["http"][top]["throughput_per_s"], out["http_batch1"]["throughput_per_s"]
     out["batching_speedup_at_top"] = round(hb / b1, 3) if hb and b1 else None
     return out
 
 
 def table(rows: list[dict]) -> str:
-    lines = [f"{'model':<28} {'backend':<12} {'mode':<16} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'statuses':<18}"]
+    lines = [f"{'model':<28} {'backend':<12} {'mode':<20} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'statuses':<18}"]
     for r in rows:
-        modes = [("direct", r["direct"])] + [(f"http c={c}", v) for c, v in r["http"].items()] + \
+        modes = [(f"direct {m}", v) for m, v in r["direct"].items()] + \
+                [(f"http c={c}", v) for c, v in r["http"].items()] + \
                 [("http c=16 b=1", r["http_batch1"]), ("queue flood", r["queue_full"])]
         for mode, v in modes:
-            lines.append(f"{r['model']:<28} {r['backend']:<12} {mode:<16} {v['throughput_per_s'] or 0:>7.2f} "
+            lines.append(f"{r['model']:<28} {r['backend']:<12} {mode:<20} {v['throughput_per_s'] or 0:>7.2f} "
                          f"{v['p50_ms'] or 0:>8.1f} {v['p99_ms'] or 0:>8.1f} {json.dumps(v['status_counts']):<18}")
-        lines.append(f"{'':<28} {'':<12} HTTP overhead at c=1: {r['http_overhead_pct']}%; dynamic batching vs "
-                     f"batch-1 at c=16: x{r['batching_speedup_at_top']}")
+        overhead = ", ".join(f"{pct}% vs {mode}" for mode, pct in r["http_overhead_pct"].items())
+        lines.append(f"{'':<28} {'':<12} HTTP overhead at c=1: {overhead}; dynamic batching vs batch-1 at "
+                     f"c=16: x{r['batching_speedup_at_top']}")
     return "\n".join(lines)
 
 
@@ -265,14 +275,15 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--threads", type=int, default=2, help="torch / onnxruntime intra-op threads")
     parser.add_argument("--max-wait-ms", type=float, default=0.0, help="the batching server's --max-wait-ms")
+    parser.add_argument("--format", choices=["jpeg", "png"], default="jpeg", help="how the test image is encoded")
     parser.add_argument("--cache", type=Path, default=REPO / ".cache" / "bench_serving",
                         help="ONNX export cache of the onnxruntime backend")
     parser.add_argument("--direct-worker", metavar="JOB", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.direct_worker:
         job = json.loads(args.direct_worker)
-        print(json.dumps(direct(job["key"], job["backend"], test_image(job["key"]), job["requests"], job["threads"],
-                                Path(job["cache"]), job["triton_url"])))
+        print(json.dumps(direct(job["key"], job["backend"], test_image(job["key"], job["format"]), job["requests"],
+                                job["threads"], Path(job["cache"]), job["triton_url"])))
         return 0
     rows = []
     for key in args.models.split(","):

@@ -1,5 +1,5 @@
 """Dynamic batching: requests queue per model and run together, up to ``max_batch_size`` images or ``max_wait_s``
-after the first one arrived, on one worker thread so inference never blocks the event loop."""
+after the first one arrived, on a worker thread so inference never blocks the event loop."""
 from __future__ import annotations
 
 import asyncio
@@ -41,7 +41,10 @@ class DynamicBatcher:
     """Queue in front of one backend. ``submit`` waits for the image's result or raises a ServingError."""
 
     def __init__(self, backend: Backend, *, max_batch_size: int, max_wait_s: float, queue_size: int,
-                 retry_after_s: int = 1, on_batch: Callable[[int, float], None] | None = None) -> None:
+                 retry_after_s: int = 1, on_batch: Callable[[int, float], None] | None = None,
+                 executor: ThreadPoolExecutor | None = None) -> None:
+        """``executor``: the thread that runs ``backend.infer`` (shared with other batchers; the caller shuts it
+        down). Without one the batcher starts and owns a single thread of its own."""
         if max_batch_size < 1 or queue_size < 1 or max_wait_s < 0:
             raise ValueError("max_batch_size and queue_size must be >= 1 and max_wait_s >= 0")
         self.backend = backend
@@ -49,7 +52,8 @@ class DynamicBatcher:
         self.max_wait_s = max_wait_s
         self.retry_after_s = retry_after_s
         self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=queue_size)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{backend.info.name}")
+        self._owns_executor = executor is None
+        self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{backend.info.name}")
         self._on_batch = on_batch
         self._worker: asyncio.Task | None = None
         self._closing = False
@@ -63,17 +67,20 @@ class DynamicBatcher:
     def start(self) -> None:
         self._worker = asyncio.get_running_loop().create_task(self._run(), name=f"batcher-{self.backend.info.name}")
 
-    async def submit(self, image: np.ndarray, timeout_s: float) -> Outcome:
+    def check_capacity(self) -> None:
+        """Raise :class:`Overloaded` now if a request would be refused (full queue, shutting down), so that the
+        server can answer before spending time on reading and decoding the image."""
+        headers = {"Retry-After": str(self.retry_after_s)}
         if self._closing:
-            raise Overloaded("the server is shutting down", headers={"Retry-After": str(self.retry_after_s)})
+            raise Overloaded("the server is shutting down", headers=headers)
+        if self._queue.full():
+            raise Overloaded(f"the queue for model {self.backend.info.name!r} is full ({self._queue.maxsize} "
+                             "waiting); retry later", headers=headers)
+
+    async def submit(self, image: np.ndarray, timeout_s: float) -> Outcome:
+        self.check_capacity()
         future = asyncio.get_running_loop().create_future()
-        try:
-            self._queue.put_nowait(_Item(image, future, time.perf_counter()))
-        except asyncio.QueueFull:
-            raise Overloaded(
-                f"the queue for model {self.backend.info.name!r} is full ({self._queue.maxsize} waiting); retry later",
-                headers={"Retry-After": str(self.retry_after_s)},
-            ) from None
+        self._queue.put_nowait(_Item(image, future, time.perf_counter()))
         try:
             return await asyncio.wait_for(future, timeout_s)
         except asyncio.TimeoutError:
@@ -142,5 +149,6 @@ class DynamicBatcher:
             item = self._queue.get_nowait()
             if not item.future.done():
                 item.future.set_exception(Overloaded("the server is shutting down"))
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        if self._owns_executor:
+            self._executor.shutdown(wait=True, cancel_futures=True)
 

@@ -43,6 +43,10 @@ class ServingConfig:
     max_pixels: int = field(default=40_000_000, metadata={"help": "largest decoded image, width x height (413)"})
     score_threshold: float = field(default=0.3, metadata={"help": "default score threshold of a request"})
     threads: int | None = field(default=None, metadata={"help": "torch / onnxruntime intra-op threads"})
+    streams: int | None = field(default=None, metadata={"help": "torch on CPU: a batch of several images runs as "
+                                                                "this many single-threaded streams side by side "
+                                                                "(default: the CPU count; 1: one multi-threaded "
+                                                                "forward per batch)"})
     host: str = field(default="127.0.0.1", metadata={"help": "address to bind"})
     port: int = field(default=8080, metadata={"help": "port to bind"})
     log_level: str = field(default="info", metadata={"help": "debug, info, warning, error"})
@@ -58,6 +62,8 @@ class ServingConfig:
             raise ValueError("at least one model must be served")
         if not 0.0 <= self.score_threshold <= 1.0:
             raise ValueError(f"score threshold must be in [0, 1], not {self.score_threshold}")
+        if self.streams is not None and self.streams < 1:
+            raise ValueError("streams must be at least 1")
         for name in ("max_batch_size", "queue_size", "max_upload_bytes", "max_pixels"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")

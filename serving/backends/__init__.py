@@ -48,7 +48,7 @@ def create_backend(name: str, config: ServingConfig) -> Backend:
         model = load_zoo_model(name, config)
         size = config.image_size or model.spec.preprocessing.min_size
         return TorchBackend(model, model_info(model, "torch"), device=config.device,
-                            max_batch_size=config.max_batch_size, segmentation_size=size)
+                            max_batch_size=config.max_batch_size, segmentation_size=size, streams=config.streams)
     if config.backend == "onnxruntime":
         from .onnx_backend import OnnxBackend
 

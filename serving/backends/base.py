@@ -49,6 +49,7 @@ class Backend(ABC):
 
     info: ModelInfo
     max_batch_size: int = 8
+    in_process: bool = True  # computes in this process (shares the server's compute thread) or waits on a server
 
     @abstractmethod
     def infer(self, images: list[np.ndarray]) -> list[Result]:

@@ -23,6 +23,8 @@ class TritonBackend(Backend):
     """``info`` comes from the zoo registry (names, categories, thresholds); the input size and output layout from
     the server's model metadata, read on first use so the server may start after us."""
 
+    in_process = False
+
     def __init__(self, info: ModelInfo, *, url: str, protocol: str = "http", model: str | None = None,
                  timeout_s: float = 30.0, max_batch_size: int = 8) -> None:
         if protocol not in ("http", "grpc"):

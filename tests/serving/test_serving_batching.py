@@ -129,3 +129,27 @@ def test_shutdown_finishes_queued_requests():
     results, after = asyncio.run(scenario())
     assert all(not isinstance(r, Exception) for r in results)
     assert isinstance(after, Overloaded)
+
+
+def test_torch_streams_give_each_image_its_own_detections(demo_backend, neon_tile, photos):
+    """A batch on CPU streams (one single-threaded forward per image, side by side) answers exactly as the images
+    one at a time, in order, and leaves the calling thread's intra-op threads as they were."""
+    import torch
+
+    from serving.backends.torch_backend import TorchBackend
+
+    images = [neon_tile, photos["coffee"], neon_tile[:200, :300], photos["astronaut"]]
+    streamed = TorchBackend(demo_backend.model, demo_backend.info, streams=2)
+    try:
+        threads = torch.get_num_threads()
+        batch = streamed.infer(images)
+        assert torch.get_num_threads() == threads
+        assert len(batch[0].boxes) > 0  # the tile has tree crowns
+        for image, got in zip(images, batch):
+            (alone,) = streamed.infer([image])
+            assert got.boxes.shape == alone.boxes.shape
+            np.testing.assert_allclose(got.boxes, alone.boxes, atol=1e-3)
+            np.testing.assert_allclose(got.scores, alone.scores, atol=1e-5)
+            np.testing.assert_array_equal(got.labels, alone.labels)
+    finally:
+        streamed.close()
