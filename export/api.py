@@ -6,12 +6,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 from torch import nn
 
 from .artifact import METADATA_FILE, ExportError, build_metadata, read_metadata, staged_dir, write_json
 from .graphs import graph_for, output_names
-from .parity import ParityReport, Tolerance, check_parity
+from .parity import BF16_TOLERANCE, ParityReport, Tolerance, check_parity
 from .source import ExportSource, load_source
 from zoo.preprocess import Preprocessing
 
@@ -57,10 +58,23 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
     return (parts[0], parts[-1])
 
 
-def _runner(fmt: str, path: Path, outputs: tuple[str, ...]):
-    from .runtime import OnnxRunner, TorchScriptRunner
+def runner_for(fmt: str, path: Path, outputs: tuple[str, ...], runtime: str = "onnxruntime",
+               precision: str = "f32") -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+    """What runs an artefact: TorchScript, or an ONNX file on onnxruntime (f32) or OpenVINO (f32 or bf16)."""
+    from .runtime import OnnxRunner, OpenVinoRunner, TorchScriptRunner
 
-    return OnnxRunner(path) if fmt == "onnx" else TorchScriptRunner(path, outputs)
+    if fmt != "onnx":
+        return TorchScriptRunner(path, outputs)
+    if runtime == "openvino":
+        return OpenVinoRunner(path, precision)
+    if runtime != "onnxruntime" or precision != "f32":
+        raise ValueError(f"runtime {runtime!r} at precision {precision!r}: onnxruntime runs f32, openvino f32 or bf16")
+    return OnnxRunner(path)
+
+
+def tolerance_for(precision: str) -> Tolerance:
+    """The parity bar of a runtime precision: fp32 exactness, or the looser stated bar of bfloat16."""
+    return BF16_TOLERANCE if precision == "bf16" else Tolerance()
 
 
 def export_model(model_or_name: str | Path | nn.Module | ExportSource, out_dir: str | Path, *, fmt: str = "onnx",
@@ -97,7 +111,7 @@ def export_model(model_or_name: str | Path | nn.Module | ExportSource, out_dir: 
                 module = script_graph(graph, size)
                 write_torchscript(module, artifact)
             if parity:
-                report = check_parity(source, _runner(fmt, artifact, outputs), size, photos, tolerance)
+                report = check_parity(source, runner_for(fmt, artifact, outputs), size, photos, tolerance)
                 extra["parity"] = report.to_dict()
                 if not report.passed:
                     raise ParityError(report)
@@ -128,8 +142,10 @@ def export_torchscript(model_or_name: str | Path | nn.Module, out_dir: str | Pat
 
 
 def parity_of_export_dir(export_dir: str | Path, photos: dict[str, Image.Image] | None = None,
-                         tolerance: Tolerance = Tolerance()) -> ParityReport:
-    """Re-check a published export against the checkpoint it names."""
+                         tolerance: Tolerance | None = None, runtime: str = "onnxruntime",
+                         precision: str = "f32") -> ParityReport:
+    """Re-check a published export against the checkpoint it names, on ``runtime`` at ``precision`` (ONNX
+    exports; default tolerance: :func:`tolerance_for` the precision)."""
     meta = read_metadata(export_dir)
     if meta["weights"] == "random":
         raise ExportError(f"{export_dir} was exported with random weights, which cannot be rebuilt; its parity "
@@ -139,5 +155,6 @@ def parity_of_export_dir(export_dir: str | Path, photos: dict[str, Image.Image] 
     source: ExportSource = load_source(checkpoint if checkpoint.endswith(".safetensors") else meta["model"],
                                        score_threshold=threshold)
     size = tuple(meta["input"]["shape"][2:])
-    runner = _runner(meta["artifact_format"], Path(export_dir) / meta["artifact"], tuple(meta["outputs"]))
-    return check_parity(source, runner, size, photos, tolerance)
+    runner = runner_for(meta["artifact_format"], Path(export_dir) / meta["artifact"], tuple(meta["outputs"]),
+                        runtime, precision)
+    return check_parity(source, runner, size, photos, tolerance or tolerance_for(precision))

@@ -2,10 +2,15 @@
 
 Both sides see the same letterboxed photo (:mod:`export.letterbox`) at the export's fixed size: the eager model as
 a one-image list (its own transform), the export as one batch of all photos (so dynamic batching is exercised too).
-Per photo: matched-detection recall at IoU >= 0.99 with the same label, the largest box-corner difference (px) and
+Per photo: matched-detection recall at IoU >= 0.99 (the tolerance's ``match_iou``) with the same label, the largest
+box-corner difference (px) and
 score difference over matched pairs. Eager detections within ``score`` tolerance of the cutoff (threshold, or the
 export's last kept score when it is full) are not required, since either side may legitimately keep or drop them.
 Segmentation: pixel agreement of the argmax labels and the largest logit difference.
+
+``Tolerance()`` is the fp32 bar every export must pass; :data:`BF16_TOLERANCE` is the stated bar of a bfloat16
+runtime (OpenVINO ``--precision bf16``), whose 8-bit mantissa moves boxes by tenths of a pixel and scores by about
+0.01 (measured on the demo model at 400 px: up to 0.58 px and 0.016), too much for IoU 0.99 matching on small boxes.
 
 Run ``python -m export.parity NAME|CHECKPOINT|EXPORT_DIR`` (see ``--help``).
 """
@@ -26,7 +31,6 @@ from .source import ExportSource
 
 Runner = Callable[[np.ndarray], dict[str, np.ndarray]]
 SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
-MATCH_IOU = 0.99
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,10 @@ class Tolerance:
     recall: float = 0.97  # matched share of the eager detections that must be present
     pixel_agreement: float = 0.999  # segmentation: share of equal argmax labels
     logit: float = 1e-2  # segmentation: largest absolute logit difference
+    match_iou: float = 0.99  # a detection matches an eager one with the same label at this IoU or more
+
+
+BF16_TOLERANCE = Tolerance(box_px=2.0, score=0.03, recall=0.9, pixel_agreement=0.995, logit=0.5, match_iou=0.9)
 
 
 @dataclass
@@ -47,7 +55,7 @@ class ParityReport:
 
     def to_dict(self) -> dict:
         return {"passed": self.passed, "tolerance": asdict(self.tolerance), "images": self.images,
-                "failures": self.failures, "match_iou": MATCH_IOU}
+                "failures": self.failures}
 
     def table(self) -> str:
         if not self.images:
@@ -109,7 +117,7 @@ def compare_detections(ref: dict[str, np.ndarray], out: dict[str, np.ndarray], *
     box_diff, score_diff, matched_required = 0.0, 0.0, 0
     required_set = set(required.tolist())
     for i in np.argsort(-ref["scores"], kind="stable"):
-        candidates = np.flatnonzero((~used) & (out["labels"] == ref["labels"][i]) & (ious[i] >= MATCH_IOU))
+        candidates = np.flatnonzero((~used) & (out["labels"] == ref["labels"][i]) & (ious[i] >= tol.match_iou))
         if candidates.size == 0:
             continue
         j = candidates[np.argmax(ious[i, candidates])]
@@ -156,7 +164,8 @@ def check_parity(source: ExportSource, runner: Runner, image_size: tuple[int, in
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .api import export_model, parity_of_export_dir
+    from .api import parity_of_export_dir, runner_for, tolerance_for
+    from .runtime import OPENVINO_PRECISIONS
 
     parser = argparse.ArgumentParser(prog="python -m export.parity", description=(
         "Compare an export with the eager model on real photos. TARGET is an export folder (checked against its "
@@ -167,21 +176,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--random-weights", action="store_true", help="architecture with random weights")
     parser.add_argument("--score-threshold", type=float, help="detector score threshold override")
     parser.add_argument("--photos", nargs="+", help="photo files (default: scikit-image's sample photos)")
+    parser.add_argument("--runtime", choices=("onnxruntime", "openvino"), default="onnxruntime",
+                        help="what runs an ONNX export (openvino: pip install openvino)")
+    parser.add_argument("--precision", choices=OPENVINO_PRECISIONS, default="f32",
+                        help="openvino's inference precision; bf16 is held to the looser BF16_TOLERANCE")
     args = parser.parse_args(argv)
+    if args.precision != "f32" and args.runtime != "openvino":
+        parser.error("--precision bf16 needs --runtime openvino")
+    if args.runtime != "onnxruntime" and args.format != "onnx":
+        parser.error("--runtime openvino runs ONNX exports only")
     torch.set_num_threads(min(2, torch.get_num_threads()))
     photos = load_photos(args.photos) if args.photos else None
     try:
         if (Path(args.target) / "metadata.json").is_file():
-            report = parity_of_export_dir(args.target, photos=photos)
+            report = parity_of_export_dir(args.target, photos=photos, runtime=args.runtime, precision=args.precision)
         else:
             import tempfile
 
-            from .api import parse_size
+            from .api import default_image_size, export_model, parse_size
+            from .graphs import output_names
+            from .source import load_source
 
+            source = load_source(args.target, pretrained=not args.random_weights,
+                                 score_threshold=args.score_threshold)
+            size = parse_size(args.size) or default_image_size(source.preprocessing)
             with tempfile.TemporaryDirectory() as tmp:
-                _, report = export_model(args.target, Path(tmp) / "export", fmt=args.format,
-                                         image_size=parse_size(args.size), pretrained=not args.random_weights,
-                                         score_threshold=args.score_threshold, photos=photos, raise_on_failure=False)
+                path, report = export_model(source, Path(tmp) / "export", fmt=args.format, image_size=size,
+                                            photos=photos, raise_on_failure=False)
+                if path is not None and args.runtime != "onnxruntime":
+                    runner = runner_for("onnx", path, output_names(source.task), args.runtime, args.precision)
+                    report = check_parity(source, runner, size, photos, tolerance_for(args.precision))
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -57,6 +57,44 @@ def test_export_matches_eager_on_photos(kind, fmt, photos, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temp folder left behind
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["fasterrcnn", "retinanet", "pspnet"])
+def test_onnx_export_on_openvino_f32(kind, photos, tmp_path):
+    """The ONNX artefact runs on OpenVINO within the fp32 tolerance."""
+    pytest.importorskip("openvino")
+    from export.api import runner_for
+    from export.parity import check_parity
+    from export.source import load_source
+
+    source = load_source(tiny_model(kind))
+    path, _ = export_model(source, tmp_path / "out", fmt="onnx", photos=photos)
+    runner = runner_for("onnx", path, read_metadata(tmp_path / "out")["outputs"], "openvino", "f32")
+    report = check_parity(source, runner, (256, 256), photos)
+    assert report.passed, report.table()
+
+
+def test_trained_model_on_openvino_bf16(photos, tmp_path):
+    """bfloat16 on the shipped (trained) demo model: within BF16_TOLERANCE, and not within the fp32 one (or the
+    looser bar would be unneeded). Random-weight detectors are no test of bf16: their scores are all alike, so
+    rounding reorders them."""
+    ov = pytest.importorskip("openvino")
+    from export.api import runner_for, tolerance_for
+    from export.parity import check_parity
+    from export.source import load_source
+
+    source = load_source("retinanet_lite0_neon_trees")
+    path, _ = export_model(source, tmp_path / "out", fmt="onnx", image_size=(400, 400), photos=photos)
+    outputs = read_metadata(tmp_path / "out")["outputs"]
+    if "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        with pytest.raises(RuntimeError, match="no native bfloat16"):
+            runner_for("onnx", path, outputs, "openvino", "bf16")
+        return
+    runner = runner_for("onnx", path, outputs, "openvino", "bf16")
+    report = check_parity(source, runner, (400, 400), photos, tolerance_for("bf16"))
+    assert report.passed and all(img["required"] > 0 for img in report.images), report.table()
+    assert not check_parity(source, runner, (400, 400), photos, Tolerance()).passed
+
+
 def test_parity_failure_writes_nothing(photos, tmp_path):
     model = tiny_model("retinanet")
     strict = Tolerance(box_px=-1.0)  # no export can meet a negative box tolerance

@@ -1,5 +1,6 @@
 """Inference backends behind one interface (:class:`Backend`): ``torch`` (in-process, default), ``onnxruntime``
-(in-process, from an ONNX export) and ``triton`` (a Triton Inference Server reached with tritonclient).
+(in-process, from an ONNX export), ``openvino`` (the same export compiled by OpenVINO, f32 or bf16) and ``triton``
+(a Triton Inference Server reached with tritonclient).
 
 Each module imports its heavy dependency only when its backend is created."""
 from __future__ import annotations
@@ -49,7 +50,7 @@ def create_backend(name: str, config: ServingConfig) -> Backend:
         size = config.image_size or model.spec.preprocessing.min_size
         return TorchBackend(model, model_info(model, "torch"), device=config.device,
                             max_batch_size=config.max_batch_size, segmentation_size=size, streams=config.streams)
-    if config.backend == "onnxruntime":
+    if config.backend in ("onnxruntime", "openvino"):
         from .onnx_backend import OnnxBackend
 
         return OnnxBackend.from_config(name, config)

@@ -1,4 +1,5 @@
-"""In-process ONNX Runtime inference on an export folder (``model.onnx`` + ``metadata.json`` from ``export``)."""
+"""In-process inference on an ONNX export folder (``model.onnx`` + ``metadata.json`` from ``export``), run by ONNX
+Runtime or by OpenVINO (fp32, or bf16 on CPUs with native bfloat16)."""
 from __future__ import annotations
 
 import logging
@@ -9,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .base import Backend, Result
-from .exported import export_dir_of, info_from_metadata, input_size, run_letterboxed
+from .exported import Runner, export_dir_of, info_from_metadata, input_size, run_letterboxed
 
 if TYPE_CHECKING:
     from ..config import ServingConfig
@@ -30,30 +31,33 @@ def providers_for(device: str) -> list[str]:
 
 
 class OnnxBackend(Backend):
-    """Runs an export folder with onnxruntime; photos are letterboxed into its fixed input size."""
+    """Runs an export folder with onnxruntime (``runtime="onnxruntime"``) or OpenVINO (``"openvino"``, at
+    ``precision`` f32 or bf16); photos are letterboxed into its fixed input size."""
 
     def __init__(self, export_dir: str | Path, *, device: str = "cpu", threads: int | None = None,
-                 max_batch_size: int = 8) -> None:
-        import onnxruntime as ort
-
+                 max_batch_size: int = 8, runtime: str = "onnxruntime", precision: str = "f32") -> None:
         from export import read_metadata
 
         export_dir = export_dir_of(Path(export_dir))
         self.meta = read_metadata(export_dir)
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads or os.cpu_count() or 1
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(export_dir / self.meta["artifact"]), options,
-                                            providers=providers_for(device))
+        path = export_dir / self.meta["artifact"]
         self.fetch = ["labels"] if self.meta["task"] == "segmentation" else \
             ["boxes", "scores", "labels", "num_detections"]
-        self.info = info_from_metadata(self.meta, "onnxruntime")
+        if runtime == "openvino":
+            from export.runtime import OpenVinoRunner
+
+            if not device.startswith("cpu"):
+                raise ValueError(f"the openvino backend runs on the CPU, not {device!r}")
+            self._run: Runner = OpenVinoRunner(path, precision, threads)
+        elif precision != "f32":
+            raise ValueError(f"onnxruntime runs f32 here, not {precision!r} (bf16: --backend openvino)")
+        else:
+            from export.runtime import OnnxRunner
+
+            self._run = OnnxRunner(path, threads, providers_for(device), self.fetch)
+        self.info = info_from_metadata(self.meta, runtime)
         self.size = input_size(self.meta)
         self.max_batch_size = max_batch_size
-
-    def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        return dict(zip(self.fetch, self.session.run(self.fetch, {"images": batch})))
 
     def infer(self, images: list[np.ndarray]) -> list[Result]:
         return run_letterboxed(self._run, images, self.size, self.info.task)
@@ -61,7 +65,9 @@ class OnnxBackend(Backend):
     @classmethod
     def from_config(cls, name: str, config: ServingConfig) -> OnnxBackend:
         """``config.onnx`` when given, else the model's export in ``config.onnx_cache`` (exported on first use)."""
-        kwargs = {"device": config.device, "threads": config.threads, "max_batch_size": config.max_batch_size}
+        kwargs = {"device": config.device, "threads": config.threads, "max_batch_size": config.max_batch_size,
+                  "runtime": "openvino" if config.backend == "openvino" else "onnxruntime",
+                  "precision": config.precision}
         if config.onnx is not None:
             return cls(config.onnx, **kwargs)
         return cls(ensure_export(name, config), **kwargs)

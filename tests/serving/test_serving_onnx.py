@@ -89,3 +89,31 @@ def test_segment_on_onnxruntime(serve, tmp_path, photos):
     assert label_map.shape == pixels.shape[:2] and body["model"]["backend"] == "onnxruntime"
     assert sum(c["area"] for c in body["classes"]) == label_map.size
     assert [c["area"] for c in rle["classes"]] == [c["area"] for c in body["classes"]]
+
+
+@pytest.mark.parametrize("precision", ["f32", "bf16"])
+def test_openvino_backend_runs_the_same_export(serve, onnx_backend, onnx_cache, neon_tile, precision):
+    """``--backend openvino`` serves the cached export: f32 within the fp32 tolerance of onnxruntime, bf16 within
+    export.parity.BF16_TOLERANCE."""
+    ov = pytest.importorskip("openvino")
+    from export.api import tolerance_for
+    from export.parity import compare_detections
+
+    if precision == "bf16" and "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        pytest.skip("this CPU has no native bfloat16")
+    config = ServingConfig(backend="openvino", precision=precision, onnx_cache=onnx_cache, threads=2)
+    backend = create_backend("retinanet_lite0_neon_trees", config)
+    data = encode(neon_tile, "PNG")
+    with serve(ServingConfig(score_threshold=0.3), [backend]) as client:
+        body = client.post("/v1/detect?score_threshold=0.3", content=data).json()
+    assert body["model"]["backend"] == "openvino" and len(body["detections"]) >= 10
+    (expected,) = onnx_backend.infer([neon_tile])
+    keep = expected.scores >= 0.3
+    reference = {"boxes": expected.boxes[keep], "scores": expected.scores[keep], "labels": expected.labels[keep]}
+    served = {"boxes": np.array([d["box"] for d in body["detections"]], np.float32),
+              "scores": np.array([d["score"] for d in body["detections"]], np.float32),
+              "labels": np.array([d["label"] for d in body["detections"]], np.int64)}
+    tol = tolerance_for(precision)
+    figures = compare_detections(reference, served, score_threshold=0.3, max_detections=10**6, tol=tol)
+    assert figures["recall"] >= tol.recall and figures["max_box_diff_px"] <= tol.box_px, figures
+    assert figures["max_score_diff"] <= tol.score, figures
