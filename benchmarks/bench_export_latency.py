@@ -1,9 +1,14 @@
-"""CPU latency of eager PyTorch vs TorchScript vs ONNX Runtime for Faster R-CNN, RetinaNet and PSPNet at 512 and
-800 px: same random weights, same input (a letterboxed photo), batch 1, median over repeats after a warm-up.
+"""CPU latency of eager PyTorch vs TorchScript vs ONNX Runtime vs OpenVINO (f32 and bf16) for Faster R-CNN,
+RetinaNet and PSPNet at 512 and 800 px: same random weights, same input (a letterboxed photo), batch 1, median over
+repeats after a warm-up. OpenVINO runs the same ``model.onnx``; bf16 only where the CPU has native bfloat16, and
+eager PyTorch under ``torch.autocast("cpu", torch.bfloat16)`` is timed beside it for a like-for-like comparison.
 
 Random weights (no Objects365 checkpoint is available offline): detector score thresholds stay at the preprocessing
 default, so post-processing sees as many candidates as trained models see at most. Eager = the zoo model as users
 call it (``model([image])``); the exports come from ``export.export_model`` (parity checked on the same photo).
+Parity of the OpenVINO runs is checked on the same photo, bf16 against ``export.parity.BF16_TOLERANCE``; with random
+weights a detector's scores are all alike, so bf16 rounding reorders them and its detection parity here says little
+(the trained demo model passes it: tests/test_export.py::test_trained_model_on_openvino_bf16).
 
     nice python benchmarks/bench_export_latency.py [--sizes 512 800] [--repeats 5] [--threads 2]
 """
@@ -27,13 +32,32 @@ import zoo  # noqa: E402
 from export import export_model  # noqa: E402
 from export.letterbox import letterbox  # noqa: E402
 from export.parity import sample_photos  # noqa: E402
+from export.api import runner_for, tolerance_for  # noqa: E402
+from export.parity import check_parity  # noqa: E402
 from export.runtime import OnnxRunner, TorchScriptRunner  # noqa: E402
+from export.source import load_source  # noqa: E402
 from export.graphs import output_names  # noqa: E402
 from zoo.categories import get_categories  # noqa: E402
 from zoo.models import build  # noqa: E402
 
 MODELS = {"faster_rcnn": "fpn_r50_obj365", "retinanet": "retinanet_r50_obj365", "pspnet": "pspnet_r50_obj365_voc"}
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_export_latency.json"
+COLUMNS = ("eager", "eager_bf16", "torchscript", "onnx", "openvino_f32", "openvino_bf16")
+
+
+def _speedups(row: dict) -> str:
+    text = f"best fp32 {row['best']} {row['best_speedup']:.2f}x"
+    if "bf16_speedup" in row:
+        text += f"; openvino bf16 {row['bf16_speedup']:.2f}x"
+    return text
+
+
+def _cell(row: dict, column: str) -> str:
+    """Seconds, with a mark where the run failed its parity check; '-' where not measured."""
+    seconds = row.get(f"{column}_s")
+    if seconds is None:
+        return "-"
+    return f"{seconds:.3f}" + ("" if row.get(f"{column}_parity", True) else " (parity failed)")
 
 
 def _model(name: str, size: int) -> torch.nn.Module:
@@ -69,7 +93,24 @@ def _save(rows: list[dict], args: argparse.Namespace) -> None:
     RESULTS.write_text(json.dumps({
         "benchmark": "bench_export_latency", "threads": args.threads, "repeats": args.repeats, "batch": 1,
         "weights": "random", "machine": platform.platform(), "torch": torch.__version__,
-        "onnxruntime": __import__("onnxruntime").__version__, "results": rows}, indent=2) + "\n")
+        "onnxruntime": __import__("onnxruntime").__version__, "openvino": _openvino_version(),
+        "results": rows}, indent=2) + "\n")
+
+
+def _openvino_version() -> str | None:
+    try:
+        import openvino
+    except ImportError:
+        return None
+    return openvino.__version__
+
+
+def _bf16_capable() -> bool:
+    try:
+        import openvino as ov
+    except ImportError:
+        return False
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 def main() -> int:
@@ -81,6 +122,7 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     photo = sample_photos(("astronaut",))
+    bf16 = _bf16_capable()
     rows = []
     for key in args.models:
         for size in args.sizes:
@@ -96,6 +138,14 @@ def main() -> int:
                     with torch.inference_mode():
                         model([x])
             row = {"model": key, "size": size, "eager_s": _median(eager, args.repeats)}
+            if bf16:
+                def eager_bf16():
+                    with torch.autocast("cpu", dtype=torch.bfloat16):
+                        eager()
+                try:
+                    row["eager_bf16_s"] = _median(eager_bf16, args.repeats)
+                except RuntimeError as exc:  # an op without a bfloat16 kernel
+                    row["eager_bf16_s"], row["eager_bf16_error"] = None, str(exc).splitlines()[0]
             with tempfile.TemporaryDirectory() as tmp:
                 outputs = output_names(model.spec.task)
                 for fmt in ("torchscript", "onnx"):
@@ -104,17 +154,31 @@ def main() -> int:
                               else TorchScriptRunner(path, outputs))
                     row[f"{fmt}_s"] = _median(lambda: runner(image[None]), args.repeats)
                     row[f"{fmt}_parity"] = report.passed
-            best = min(row["torchscript_s"], row["onnx_s"])
-            row["best_speedup"] = row["eager_s"] / best
+                    if fmt == "onnx" and _openvino_version():
+                        source = load_source(model)
+                        for precision in ("f32", "bf16") if bf16 else ("f32",):
+                            ov = runner_for("onnx", path, outputs, "openvino", precision)
+                            row[f"openvino_{precision}_s"] = _median(lambda: ov(image[None]), args.repeats)
+                            check = check_parity(source, ov, (size, size), photo, tolerance_for(precision))
+                            row[f"openvino_{precision}_parity"] = check.passed
+                            row[f"openvino_{precision}_figures"] = check.images[0]
+            times = {k[:-2]: v for k, v in row.items() if k.endswith("_s") and not k.startswith("eager") and v}
+            fp32 = {k: v for k, v in times.items() if "bf16" not in k and row[f"{k}_parity"]}
+            row["best"] = min(fp32, key=fp32.get)  # the fastest fp32 export that passed parity
+            row["best_speedup"] = row["eager_s"] / fp32[row["best"]]
+            if "openvino_bf16" in times:
+                row["bf16_speedup"] = row["eager_s"] / times["openvino_bf16"]
+                if row.get("eager_bf16_s"):
+                    row["bf16_speedup_over_eager_bf16"] = row["eager_bf16_s"] / times["openvino_bf16"]
             rows.append(row)
             _save(rows, args)
-            print(f"{key:12s} {size:4d}px  eager {row['eager_s']:.3f}s  torchscript {row['torchscript_s']:.3f}s  "
-                  f"onnxruntime {row['onnx_s']:.3f}s  best x{row['best_speedup']:.2f}", flush=True)
-    print("\n| model | size | eager s | TorchScript s | ONNX Runtime s | best speedup |")
-    print("|---|---|---|---|---|---|")
+            print(f"{key:12s} {size:4d}px  " + "  ".join(f"{c} {_cell(row, c)}" for c in COLUMNS)
+                  + f"  {_speedups(row)}", flush=True)
+    print("\n| model | size | " + " | ".join(f"{c} s" for c in COLUMNS) + " | speedup over eager fp32 |")
+    print("|---|---|" + "---|" * len(COLUMNS) + "---|")
     for r in rows:
-        print(f"| {r['model']} | {r['size']} | {r['eager_s']:.3f} | {r['torchscript_s']:.3f} | {r['onnx_s']:.3f} | "
-              f"{r['best_speedup']:.2f}x |")
+        print(f"| {r['model']} | {r['size']} | " + " | ".join(_cell(r, c) for c in COLUMNS)
+              + f" | {_speedups(r)} |")
     print(f"wrote {RESULTS}")
     return 0
 

@@ -44,3 +44,22 @@ def boxes_to_photo(boxes: np.ndarray, scale: float, photo_size: tuple[int, int])
     out[..., 0::2] = np.clip(out[..., 0::2], 0, photo_size[1])
     out[..., 1::2] = np.clip(out[..., 1::2], 0, photo_size[0])
     return out
+
+
+def labels_to_photo(labels: np.ndarray, scale: float, photo_size: tuple[int, int]) -> np.ndarray:
+    """A label map ``[H, W]`` of the letterboxed input -> int64 ``photo_size = (H, W)``: the photo's region
+    cropped and resized back with nearest-neighbour."""
+    height, width = photo_size
+    valid_h = max(1, min(labels.shape[0], round(height * scale)))
+    valid_w = max(1, min(labels.shape[1], round(width * scale)))
+    crop = np.ascontiguousarray(labels[:valid_h, :valid_w], dtype=np.int32)
+    return np.asarray(Image.fromarray(crop).resize((width, height), Image.NEAREST), dtype=np.int64)
+
+
+def encode_label_map(labels: np.ndarray) -> bytes:
+    """A label map as a lossless PNG: 8-bit greyscale when every label is below 256, else 16-bit."""
+    dtype = np.uint8 if labels.max(initial=0) < 256 else np.uint16
+    buffer = io.BytesIO()
+    Image.fromarray(labels.astype(dtype)).save(buffer, format="PNG")
+    return buffer.getvalue()
+

@@ -6,9 +6,11 @@ For a model ``m`` (its registry name, made Triton-safe) the repository holds, ea
 - ``m_libtorch`` (``--torchscript``): ``pytorch_libtorch`` platform, the TorchScript export;
 - ``m_python``: Python backend running the same ONNX file with ONNX Runtime inside ``model.py`` (serves on a Triton
   that only has the Python backend, like the one in nvidia-pytriton);
-- detection also: ``m_preprocess`` (photo bytes -> letterboxed batch), ``m_postprocess`` (boxes back to photo pixels)
-  and the ensemble ``m``: ``image`` bytes -> ``boxes, scores, labels, num_detections`` through ``m_python`` or
-  ``m_onnx`` (``--ensemble-backend``).
+- ``m_preprocess`` (photo bytes -> letterboxed batch), ``m_postprocess`` (detection: boxes back to photo pixels;
+  segmentation: the label map cropped, resized back to the photo and PNG-encoded, since photos differ in size)
+  and the ensemble ``m``: ``image`` bytes -> ``boxes, scores, labels, num_detections`` (detection) or
+  ``label_map`` PNG bytes + ``photo_size`` (segmentation), through ``m_python`` or ``m_onnx``
+  (``--ensemble-backend``).
 Every model has ``max_batch_size`` and ``dynamic_batching``; the graph models get an instance group of the chosen
 ``--device`` (``cpu``: KIND_CPU, ``gpu``: KIND_GPU); Python steps run on CPU. Each config.pbtxt is checked by
 parsing it into ``tritonclient``'s ``ModelConfig`` before the repository is published (atomically).
@@ -52,7 +54,8 @@ def _io(kind: str, tensors: list[str]) -> str:
     return f"{kind} [\n" + ",\n".join(tensors) + "\n]\n"
 
 
-def _graph_outputs(meta: dict, suffix: str = "", libtorch: bool = False, count_dims: bool = False) -> list[str]:
+def _graph_outputs(meta: dict, suffix: str = "", libtorch: bool = False, count_dims: bool = False,
+                   only: tuple[str, ...] | None = None) -> list[str]:
     """The graph's output tensors; ``num_detections`` is ``[B]`` in the graph (``reshape: []``), or declared and
     sent as ``[B, 1]`` with ``count_dims`` (ensemble outputs, whose shapes Triton checks step to step)."""
     height, width = meta["input"]["shape"][2:]
@@ -64,7 +67,7 @@ def _graph_outputs(meta: dict, suffix: str = "", libtorch: bool = False, count_d
         specs = [("boxes", "float32", [d, 4], False), ("scores", "float32", [d], False),
                  ("labels", "int64", [d], False), ("num_detections", "int64", [1], not count_dims)]
     return [_tensor(f"{n}__{i}" if libtorch else n + suffix, t, dims, scalar=s)
-            for i, (n, t, dims, s) in enumerate(specs)]
+            for i, (n, t, dims, s) in enumerate(specs) if only is None or n in only]
 
 
 def _batching(max_batch_size: int, queue_delay_us: int) -> str:
@@ -101,21 +104,34 @@ def preprocess_config(name: str, meta: dict, *, max_batch_size: int, instances: 
             + _instances("KIND_CPU", instances))
 
 
+def _ensemble_outputs(meta: dict) -> tuple[list[str], list[str]]:
+    """What the ensemble (and its postprocessing step) answers: names and tensor declarations."""
+    if meta["task"] == "segmentation":
+        return ["label_map"], [_tensor("label_map", "bytes", [1])]
+    return ["boxes", "scores", "labels", "num_detections"], _graph_outputs(meta, count_dims=True)
+
+
+def _postprocessed(meta: dict) -> tuple[str, ...]:
+    """The graph outputs the postprocessing step takes."""
+    return ("labels",) if meta["task"] == "segmentation" else ("boxes", "scores", "labels", "num_detections")
+
+
 def postprocess_config(name: str, meta: dict, *, max_batch_size: int, instances: int, queue_delay_us: int) -> str:
-    inputs = _graph_outputs(meta, suffix="_in") + [_tensor("scale", "float32", [1]),
-                                                  _tensor("photo_size", "int32", [2])]
+    inputs = _graph_outputs(meta, suffix="_in", only=_postprocessed(meta)) + [
+        _tensor("scale", "float32", [1]), _tensor("photo_size", "int32", [2])]
     return (f'name: "{name}"\nbackend: "python"\n' + _batching(max_batch_size, queue_delay_us)
-            + _io("input", inputs) + _io("output", _graph_outputs(meta, count_dims=True))
+            + _io("input", inputs) + _io("output", _ensemble_outputs(meta)[1])
             + _instances("KIND_CPU", instances))
 
 
 def ensemble_config(name: str, meta: dict, *, graph_model: str, pre: str, post: str, max_batch_size: int) -> str:
-    outputs = ("boxes", "scores", "labels", "num_detections")
+    outputs = _postprocessed(meta)
+    final, declared = _ensemble_outputs(meta)
     graph_map = "\n".join(f'      output_map {{ key: "{o}" value: "raw_{o}" }}' for o in outputs)
     post_in = "\n".join(f'      input_map {{ key: "{o}_in" value: "raw_{o}" }}' for o in outputs)
-    post_out = "\n".join(f'      output_map {{ key: "{o}" value: "{o}" }}' for o in outputs)
+    post_out = "\n".join(f'      output_map {{ key: "{o}" value: "{o}" }}' for o in final)
     return (f'name: "{name}"\nplatform: "ensemble"\nmax_batch_size: {max_batch_size}\n'
-            + _io("input", [_tensor("image", "bytes", [1])]) + _io("output", _graph_outputs(meta, count_dims=True))
+            + _io("input", [_tensor("image", "bytes", [1])]) + _io("output", declared)
             + "ensemble_scheduling {\n  step [\n"
             f'    {{\n      model_name: "{pre}"\n      model_version: -1\n'
             '      input_map { key: "image" value: "image" }\n'
@@ -180,15 +196,15 @@ def build_repository(model_or_name: str | Path | nn.Module, repo_dir: str | Path
             export_model(source, ts_dir, fmt="torchscript", image_size=image_size, parity=parity, photos=photos)
             _write_model(repo, f"{base}_libtorch", graph_config(
                 f"{base}_libtorch", meta, platform="pytorch_libtorch", device=device, **common))
-        if meta["task"] == "detection":
-            files = {"letterbox.py": LETTERBOX}
-            _write_model(repo, f"{base}_preprocess", preprocess_config(f"{base}_preprocess", meta, **common),
-                         {"model.py": TEMPLATES / "preprocess.py", **files})
-            _write_model(repo, f"{base}_postprocess", postprocess_config(f"{base}_postprocess", meta, **common),
-                         {"model.py": TEMPLATES / "postprocess.py", **files})
-            graph_model = f"{base}_python" if ensemble_backend == "python" else f"{base}_onnx"
-            _write_model(repo, base, ensemble_config(base, meta, graph_model=graph_model, pre=f"{base}_preprocess",
-                                                     post=f"{base}_postprocess", max_batch_size=max_batch_size))
+        files = {"letterbox.py": LETTERBOX}
+        post = "segment_postprocess.py" if meta["task"] == "segmentation" else "postprocess.py"
+        _write_model(repo, f"{base}_preprocess", preprocess_config(f"{base}_preprocess", meta, **common),
+                     {"model.py": TEMPLATES / "preprocess.py", **files})
+        _write_model(repo, f"{base}_postprocess", postprocess_config(f"{base}_postprocess", meta, **common),
+                     {"model.py": TEMPLATES / post, **files})
+        graph_model = f"{base}_python" if ensemble_backend == "python" else f"{base}_onnx"
+        _write_model(repo, base, ensemble_config(base, meta, graph_model=graph_model, pre=f"{base}_preprocess",
+                                                 post=f"{base}_postprocess", max_batch_size=max_batch_size))
     return Path(repo_dir)
 
 

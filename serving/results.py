@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import base64
-import io
 from collections.abc import Sequence
 
 import numpy as np
-from PIL import Image
 
 from .backends.base import Detections
 from .errors import BadParameter
@@ -74,11 +72,11 @@ def encode_rle(mask: np.ndarray) -> RLE:
 
 
 def encode_label_map_png(label_map: np.ndarray) -> str:
-    """Base64 PNG of a label map: 8-bit grey when every label fits, else 16-bit."""
-    mode_array = label_map.astype(np.uint8) if label_map.max(initial=0) < 256 else label_map.astype(np.uint16)
-    buffer = io.BytesIO()
-    Image.fromarray(mode_array).save(buffer, format="PNG", optimize=False)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+    """Base64 PNG of a label map (:func:`export.letterbox.encode_label_map`: 8-bit grey when every label fits, else
+    16-bit)."""
+    from export.letterbox import encode_label_map
+
+    return base64.b64encode(encode_label_map(label_map)).decode("ascii")
 
 
 def segment_classes(label_map: np.ndarray, categories: Sequence[str], *, offset: int, classes: set[int] | None,

@@ -30,7 +30,7 @@ def input_size(meta: dict) -> tuple[int, int]:
 
 def run_letterboxed(runner: Runner, images: list[np.ndarray], size: tuple[int, int], task: str) -> list[Result]:
     """Letterbox ``images`` into one batch, run it, and return results in each image's own pixels."""
-    from export.letterbox import boxes_to_photo, letterbox
+    from export.letterbox import boxes_to_photo, labels_to_photo, letterbox
 
     arrays, scales = [], []
     for image in images:
@@ -42,11 +42,7 @@ def run_letterboxed(runner: Runner, images: list[np.ndarray], size: tuple[int, i
     for b, (image, scale) in enumerate(zip(images, scales)):
         height, width = image.shape[:2]
         if task == "segmentation":
-            valid_h = max(1, min(size[0], round(height * scale)))
-            valid_w = max(1, min(size[1], round(width * scale)))
-            labels = out["labels"][b, :valid_h, :valid_w].astype(np.int32)
-            resized = Image.fromarray(labels, mode="I").resize((width, height), Image.NEAREST)
-            results.append(np.asarray(resized, dtype=np.int64))
+            results.append(labels_to_photo(out["labels"][b], scale, (height, width)))
             continue
         n = int(out["num_detections"][b])
         results.append(Detections(
