@@ -197,11 +197,10 @@ def build_repository(model_or_name: str | Path | nn.Module, repo_dir: str | Path
             _write_model(repo, f"{base}_libtorch", graph_config(
                 f"{base}_libtorch", meta, platform="pytorch_libtorch", device=device, **common))
         files = {"letterbox.py": LETTERBOX}
-        post = "segment_postprocess.py" if meta["task"] == "segmentation" else "postprocess.py"
         _write_model(repo, f"{base}_preprocess", preprocess_config(f"{base}_preprocess", meta, **common),
                      {"model.py": TEMPLATES / "preprocess.py", **files})
         _write_model(repo, f"{base}_postprocess", postprocess_config(f"{base}_postprocess", meta, **common),
-                     {"model.py": TEMPLATES / post, **files})
+                     {"model.py": TEMPLATES / "postprocess.py", **files})
         graph_model = f"{base}_python" if ensemble_backend == "python" else f"{base}_onnx"
         _write_model(repo, base, ensemble_config(base, meta, graph_model=graph_model, pre=f"{base}_preprocess",
                                                  post=f"{base}_postprocess", max_batch_size=max_batch_size))
