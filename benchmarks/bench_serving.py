@@ -4,15 +4,18 @@ For each model and backend: the backend's ``infer`` on one image in a loop (dire
 decoding the same bytes each time as a user's own loop over image files would), then a server process
 (``python -m serving``) at concurrency 1, 4 and 16 with dynamic batching, the same at 16 with batch size 1, and a
 small queue flooded to count 503 answers. Prints a table and writes benchmarks/results/bench_serving.json.
+The load client writes prebuilt HTTP/1.1 requests over keep-alive connections from one asyncio loop, so that the
+client, which shares the 2 cores with the server, costs next to nothing; the image is a JPEG (``--format``).
 
     nice python benchmarks/bench_serving.py                       # demo model + R50-FPN at 512 px, torch + onnxruntime
-    nice python benchmarks/bench_serving.py --backends torch,onnxruntime,triton --requests 16
+    nice python benchmarks/bench_serving.py --backends torch,onnxruntime,openvino-bf16,triton --requests 16
 
 R50-FPN runs with random weights (the published checkpoint is a download): timing only, the detections are noise.
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
 import io
 import json
 import os
@@ -24,7 +27,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Self
@@ -58,6 +60,12 @@ def test_image(key: str, fmt: str) -> bytes:
     return buffer.getvalue()
 
 
+def split_backend(label: str) -> tuple[str, str]:
+    """A benchmark backend label -> (serving backend, precision): ``openvino-bf16`` is OpenVINO in bfloat16."""
+    backend, _, precision = label.partition("-")
+    return backend, precision or "f32"
+
+
 def summarise(latencies: list[float], seconds: float, statuses: list[int]) -> dict:
     ok = [lat for lat, status in zip(latencies, statuses) if status == 200]
     return {
@@ -82,7 +90,9 @@ def direct(key: str, backend_name: str, image: bytes, requests: int, threads: in
 
     torch.set_num_threads(threads)
     name, size, pretrained = MODELS[key]
-    config = ServingConfig(models=[name], backend=backend_name, image_size=size, pretrained=pretrained,
+    backend_name, precision = split_backend(backend_name)
+    config = ServingConfig(models=[name], backend=backend_name, precision=precision, image_size=size,
+                           pretrained=pretrained,
                            threads=threads, onnx_cache=cache, triton_url=triton_url, request_timeout_s=600)
     backend = create_backend(name, config)
     pixels = decode_image(image, None, 10**8).pixels
@@ -126,7 +136,9 @@ class Server:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
-        args = [sys.executable, "-m", "serving", "--model", name, "--backend", backend, "--port", str(self.port),
+        backend, precision = split_backend(backend)
+        args = [sys.executable, "-m", "serving", "--model", name, "--backend", backend, "--precision", precision,
+                "--port", str(self.port),
                 "--threads", str(threads), "--onnx-cache", str(cache), "--log-level", "warning",
                 "--score-threshold", "0.3", "--request-timeout-s", "600"]
         if size:
@@ -160,23 +172,40 @@ class Server:
             self.proc.kill()
 
 
-def load(url: str, image: bytes, requests: int, concurrency: int) -> dict:
-    """``requests`` POST /v1/detect from ``concurrency`` client threads (each its own connection)."""
-    clients = [httpx.Client(timeout=300) for _ in range(concurrency)]
+async def _post_all(host: str, port: int, request: bytes, requests: int, concurrency: int
+                    ) -> list[tuple[float, int, bool]]:
+    """``requests`` copies of the prebuilt ``request`` over ``concurrency`` keep-alive connections: a load client
+    that spends next to no CPU (it shares the 2 cores with the server), unlike a full HTTP client library."""
+    pending = iter(range(requests))
+    results: list[tuple[float, int, bool]] = []
 
-    def one(i: int) -> tuple[float, int, bool]:
-        t = time.perf_counter()
-        response = clients[i % concurrency].post(f"{url}/v1/detect", content=image,
-                                                 headers={"content-type": "image/png"})
-        return time.perf_counter() - t, response.status_code, "retry-after" in response.headers
+    async def connection() -> None:
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            for _ in pending:
+                started = time.perf_counter()
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:] if x)}
+                await reader.readexactly(int(headers["content-length"]))
+                results.append((time.perf_counter() - started, int(lines[0].split()[1]), "retry-after" in headers))
+        finally:
+            writer.close()
 
-    with ThreadPoolExecutor(concurrency) as pool:
-        list(pool.map(one, range(concurrency)))  # warm connections and the batcher
-        started = time.perf_counter()
-        results = list(pool.map(one, range(requests)))
-        seconds = time.perf_counter() - started
-    for client in clients:
-        client.close()
+    await asyncio.gather(*(connection() for _ in range(concurrency)))
+    return results
+
+
+def load(url: str, image: bytes, requests: int, concurrency: int, content_type: str) -> dict:
+    """``requests`` POST /v1/detect over ``concurrency`` keep-alive connections (after one warm-up round)."""
+    host, port = url.removeprefix("http://").split(":")
+    request = (f"POST /v1/detect HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
+               f"Content-Length: {len(image)}\r\n\r\n").encode() + image
+    asyncio.run(_post_all(host, int(port), request, concurrency, concurrency))
+    started = time.perf_counter()
+    results = asyncio.run(_post_all(host, int(port), request, requests, concurrency))
+    seconds = time.perf_counter() - started
     summary = summarise([r[0] for r in results], seconds, [r[1] for r in results])
     summary["retry_after_on_503"] = all(r[2] for r in results if r[1] == 503)
     return summary
@@ -219,6 +248,7 @@ def run(key: str, backend: str, args: argparse.Namespace) -> dict:
 
 def measure(key: str, backend: str, args: argparse.Namespace, triton_url: str) -> dict:
     image = test_image(key, args.format)
+    ctype = f"image/{args.format}"
     n = args.requests if key == "demo" else max(8, args.requests // 2)
     out: dict = {"model": MODELS[key][0], "backend": backend, "image_format": args.format,
                  "image_bytes": len(image), "timed_requests": n,
@@ -233,16 +263,16 @@ def measure(key: str, backend: str, args: argparse.Namespace, triton_url: str) -
         for c in args.concurrency:
             print(f"[{key} / {backend}] HTTP concurrency {c}", flush=True)
             before = batch_sizes(server.url)["batches"]
-            out["http"][str(c)] = load(server.url, image, max(n, c), c)
+            out["http"][str(c)] = load(server.url, image, max(n, c), c, ctype)
             after = batch_sizes(server.url)
             out["http"][str(c)]["batches_during_run"] = after["batches"] - before
     top = str(max(args.concurrency))
     print(f"[{key} / {backend}] HTTP concurrency {top}, batch size 1", flush=True)
     with Server(key, backend, args.threads, args.cache, max_batch_size=1, queue_size=64, **flags) as server:
-        out["http_batch1"] = load(server.url, image, max(n, int(top)), int(top))
+        out["http_batch1"] = load(server.url, image, max(n, int(top)), int(top), ctype)
     print(f"[{key} / {backend}] queue flood (queue 2, 24 clients)", flush=True)
     with Server(key, backend, args.threads, args.cache, max_batch_size=1, queue_size=2, **flags) as server:
-        out["queue_full"] = load(server.url, image, 24, 24)
+        out["queue_full"] = load(server.url, image, 24, 24, ctype)
     h1 = out["http"][str(min(args.concurrency))]["throughput_per_s"]
     out["http_overhead_pct"] = {mode: round(100 * (1 - h1 / d["throughput_per_s"]), 1)
                                 for mode, d in out["direct"].items()}
@@ -252,16 +282,16 @@ def measure(key: str, backend: str, args: argparse.Namespace, triton_url: str) -
 
 
 def table(rows: list[dict]) -> str:
-    lines = [f"{'model':<28} {'backend':<12} {'mode':<20} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'statuses':<18}"]
+    lines = [f"{'model':<28} {'backend':<14} {'mode':<20} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'statuses':<18}"]
     for r in rows:
         modes = [(f"direct {m}", v) for m, v in r["direct"].items()] + \
                 [(f"http c={c}", v) for c, v in r["http"].items()] + \
                 [("http c=16 b=1", r["http_batch1"]), ("queue flood", r["queue_full"])]
         for mode, v in modes:
-            lines.append(f"{r['model']:<28} {r['backend']:<12} {mode:<20} {v['throughput_per_s'] or 0:>7.2f} "
+            lines.append(f"{r['model']:<28} {r['backend']:<14} {mode:<20} {v['throughput_per_s'] or 0:>7.2f} "
                          f"{v['p50_ms'] or 0:>8.1f} {v['p99_ms'] or 0:>8.1f} {json.dumps(v['status_counts']):<18}")
         overhead = ", ".join(f"{pct}% vs {mode}" for mode, pct in r["http_overhead_pct"].items())
-        lines.append(f"{'':<28} {'':<12} HTTP overhead at c=1: {overhead}; dynamic batching vs batch-1 at "
+        lines.append(f"{'':<28} {'':<14} HTTP overhead at c=1: {overhead}; dynamic batching vs batch-1 at "
                      f"c=16: x{r['batching_speedup_at_top']}")
     return "\n".join(lines)
 
@@ -270,7 +300,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="demo,r50fpn_512", help=f"comma-separated of {', '.join(MODELS)}")
     parser.add_argument("--backends", default="torch,onnxruntime", help="comma-separated of torch, onnxruntime, "
-                                                                        "triton")
+                                                                        "openvino, openvino-bf16, triton")
     parser.add_argument("--requests", type=int, default=16, help="timed requests per setting (R50: half)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--threads", type=int, default=2, help="torch / onnxruntime intra-op threads")
