@@ -89,7 +89,7 @@ class ServerState:
         self.on_load_error: Callable[[], None] | None = None  # the CLI stops the server: nothing to serve
         # One thread loads, warms up and runs every in-process model. libgomp (torch's OpenMP) cuts its workers'
         # spin-waiting to almost nothing once more threads have run parallel regions than there are CPUs, so
-        # inference split over threads ran 40% slower on 2 cores (92 vs 66 ms for the demo model).
+        # inference split over threads ran 86 vs 59 ms for the demo model on 2 cores (bench_inference_threads.py).
         self.compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compute")
 
     async def on_compute(self, fn: Callable[..., T], *args: Any) -> T:

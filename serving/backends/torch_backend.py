@@ -23,10 +23,9 @@ class TorchBackend(Backend):
     each image is resized to S x S and its label map (argmax at S x S) resized back with nearest-neighbour.
 
     On CPU a batch of several images runs as ``streams`` single-threaded forwards side by side, one image each (the
-    throughput mode of OpenVINO's CPU plugin): one image splits poorly over threads and a stacked batch runs slower
-    per image in oneDNN, so on 2 cores two streams served the demo model 1.7x faster than one two-thread forward
-    (benchmarks/bench_serving.py). A single image keeps every intra-op thread, for latency. On CUDA the batch runs
-    as one forward.
+    throughput mode of OpenVINO's CPU plugin): a stacked batch runs slower per image in oneDNN, so at batch 8 on 2
+    cores the demo model served 20.3 images/s with streams against 8.8 stacked (benchmarks/bench_batch_scaling.py).
+    A single image keeps every intra-op thread, for latency. On CUDA the batch runs as one forward.
     """
 
     def __init__(self, model: nn.Module, info: ModelInfo, *, device: str | torch.device = "cpu",
