@@ -90,13 +90,18 @@ class ServerState:
         # One thread loads, warms up and runs every in-process model. libgomp (torch's OpenMP) cuts its workers'
         # spin-waiting to almost nothing once more threads have run parallel regions than there are CPUs, so
         # inference split over threads ran 86 vs 59 ms for the demo model on 2 cores (bench_inference_threads.py).
-        self.compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compute")
+        self.compute: ThreadPoolExecutor | None = None  # made by load, shut down by close
 
     async def on_compute(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` on the compute thread."""
+        if self.compute is None:
+            raise NotReady("models are not loaded", headers={"Retry-After": "5"})
         return await asyncio.get_running_loop().run_in_executor(self.compute, fn, *args)
 
     async def load(self) -> None:
+        """Create (or, after a restart of the app's lifespan, re-create) the backends' batchers and warm them up."""
+        self.compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compute")
+        self.backends, self.batchers, self.ready, self.load_error = {}, {}, False, None
         try:
             backends = self._given
             if backends is None:
@@ -130,7 +135,9 @@ class ServerState:
         if self._given is None:  # backends handed in are their owner's to close
             for backend in self.backends.values():
                 await self.on_compute(backend.close)
-        self.compute.shutdown(wait=True, cancel_futures=True)
+        if self.compute is not None:
+            self.compute.shutdown(wait=True, cancel_futures=True)
+            self.compute = None
 
     def resolve(self, name: str | None, task: str) -> tuple[Backend, DynamicBatcher]:
         if not self.ready:

@@ -153,3 +153,21 @@ def test_torch_streams_give_each_image_its_own_detections(demo_backend, neon_til
             np.testing.assert_array_equal(got.labels, alone.labels)
     finally:
         streamed.close()
+
+
+def test_an_app_serves_again_after_its_lifespan_restarts():
+    """Each lifespan makes its own compute thread and batchers, so an app entered twice serves both times."""
+    from fastapi.testclient import TestClient
+
+    from serving.app import create_app
+
+    backend = TimedBackend(0.0)
+    app = create_app(ServingConfig(), [backend])
+    data = encode(grey(100), "PNG")
+    for _ in range(2):
+        with TestClient(app) as client:
+            deadline = time.monotonic() + 30
+            while client.get("/readyz").status_code != 200:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            assert client.post("/v1/detect?score_threshold=0", content=data).status_code == 200
