@@ -9,8 +9,7 @@ For a model ``m`` (its registry name, made Triton-safe) the repository holds, ea
 - ``m_preprocess`` (photo bytes -> letterboxed batch), ``m_postprocess`` (detection: boxes back to photo pixels;
   segmentation: the label map cropped, resized back to the photo and PNG-encoded, since photos differ in size)
   and the ensemble ``m``: ``image`` bytes -> ``boxes, scores, labels, num_detections`` (detection) or
-  ``label_map`` PNG bytes + ``photo_size`` (segmentation), through ``m_python`` or ``m_onnx``
-  (``--ensemble-backend``).
+  ``label_map`` PNG bytes (segmentation), through ``m_python`` or ``m_onnx`` (``--ensemble-backend``).
 Every model has ``max_batch_size`` and ``dynamic_batching``; the graph models get an instance group of the chosen
 ``--device`` (``cpu``: KIND_CPU, ``gpu``: KIND_GPU); Python steps run on CPU. Each config.pbtxt is checked by
 parsing it into ``tritonclient``'s ``ModelConfig`` before the repository is published (atomically).
@@ -29,6 +28,7 @@ from torch import nn
 
 from .api import export_model, parse_size, run_cli
 from .artifact import METADATA_FILE, ExportError, read_metadata, staged_dir
+from .graphs import DETECTION_OUTPUTS
 from .source import ExportSource, load_source
 
 TEMPLATES = Path(__file__).resolve().parent / "triton_models"
@@ -104,16 +104,16 @@ def preprocess_config(name: str, meta: dict, *, max_batch_size: int, instances: 
             + _instances("KIND_CPU", instances))
 
 
-def _ensemble_outputs(meta: dict) -> tuple[list[str], list[str]]:
+def _ensemble_outputs(meta: dict) -> tuple[tuple[str, ...], list[str]]:
     """What the ensemble (and its postprocessing step) answers: names and tensor declarations."""
     if meta["task"] == "segmentation":
-        return ["label_map"], [_tensor("label_map", "bytes", [1])]
-    return ["boxes", "scores", "labels", "num_detections"], _graph_outputs(meta, count_dims=True)
+        return ("label_map",), [_tensor("label_map", "bytes", [1])]
+    return DETECTION_OUTPUTS, _graph_outputs(meta, count_dims=True)
 
 
 def _postprocessed(meta: dict) -> tuple[str, ...]:
     """The graph outputs the postprocessing step takes."""
-    return ("labels",) if meta["task"] == "segmentation" else ("boxes", "scores", "labels", "num_detections")
+    return ("labels",) if meta["task"] == "segmentation" else DETECTION_OUTPUTS
 
 
 def postprocess_config(name: str, meta: dict, *, max_batch_size: int, instances: int, queue_delay_us: int) -> str:

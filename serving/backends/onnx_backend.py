@@ -3,7 +3,6 @@ Runtime or by OpenVINO (fp32, or bf16 on CPUs with native bfloat16)."""
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,24 +36,17 @@ class OnnxBackend(Backend):
     def __init__(self, export_dir: str | Path, *, device: str = "cpu", threads: int | None = None,
                  max_batch_size: int = 8, runtime: str = "onnxruntime", precision: str = "f32") -> None:
         from export import read_metadata
+        from export.api import runner_for
+        from export.graphs import DETECTION_OUTPUTS
 
         export_dir = export_dir_of(Path(export_dir))
         self.meta = read_metadata(export_dir)
         path = export_dir / self.meta["artifact"]
-        self.fetch = ["labels"] if self.meta["task"] == "segmentation" else \
-            ["boxes", "scores", "labels", "num_detections"]
-        if runtime == "openvino":
-            from export.runtime import OpenVinoRunner
-
-            if not device.startswith("cpu"):
-                raise ValueError(f"the openvino backend runs on the CPU, not {device!r}")
-            self._run: Runner = OpenVinoRunner(path, precision, threads)
-        elif precision != "f32":
-            raise ValueError(f"onnxruntime runs f32 here, not {precision!r} (bf16: --backend openvino)")
-        else:
-            from export.runtime import OnnxRunner
-
-            self._run = OnnxRunner(path, threads, providers_for(device), self.fetch)
+        if runtime == "openvino" and not device.startswith("cpu"):
+            raise ValueError(f"the openvino backend runs on the CPU, not {device!r}")
+        fetch = ["labels"] if self.meta["task"] == "segmentation" else list(DETECTION_OUTPUTS)
+        self._run: Runner = runner_for("onnx", path, fetch, runtime, precision, threads,
+                                       providers_for(device) if runtime == "onnxruntime" else None)
         self.info = info_from_metadata(self.meta, runtime)
         self.size = input_size(self.meta)
         self.max_batch_size = max_batch_size
