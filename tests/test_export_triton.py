@@ -18,7 +18,7 @@ from export.letterbox import boxes_to_photo, letterbox  # noqa: E402
 from export.parity import Tolerance, compare_detections, sample_photos  # noqa: E402
 from export.triton import build_repository, validate_config  # noqa: E402
 from export_helpers import tiny_model  # noqa: E402
-from triton_utils import TritonUnavailable, start_tritonserver  # noqa: E402
+from triton_utils import start_or_skip  # noqa: E402
 
 BASE = "retinanet_r50_obj365_coco"
 SIZE = 256
@@ -31,10 +31,7 @@ def served(tmp_path_factory):
     model = tiny_model("retinanet", SIZE)
     repo = build_repository(model, tmp_path_factory.mktemp("triton") / "repo", photos=photos, max_batch_size=8,
                             queue_delay_us=200_000)
-    try:
-        server = start_tritonserver(repo, timeout=90)
-    except TritonUnavailable as exc:
-        pytest.skip(f"tritonserver unavailable here: {exc}")
+    server = start_or_skip(repo)
     try:
         client = tritonclient_http.InferenceServerClient(server.http_url, concurrency=8)
         for name in (BASE, f"{BASE}_python", f"{BASE}_preprocess", f"{BASE}_postprocess"):

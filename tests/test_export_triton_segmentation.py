@@ -18,7 +18,7 @@ from export.letterbox import labels_to_photo, letterbox  # noqa: E402
 from export.parity import sample_photos  # noqa: E402
 from export.triton import build_repository, triton_name  # noqa: E402
 from export_helpers import tiny_model  # noqa: E402
-from triton_utils import TritonUnavailable, start_tritonserver  # noqa: E402
+from triton_utils import start_or_skip  # noqa: E402
 
 SIZE = 128
 
@@ -29,10 +29,7 @@ def served(tmp_path_factory):
     photos = sample_photos(("astronaut", "coffee"))
     model = tiny_model("pspnet", SIZE)
     repo = build_repository(model, tmp_path_factory.mktemp("triton_seg") / "repo", photos=photos, max_batch_size=4)
-    try:
-        server = start_tritonserver(repo, timeout=90)
-    except TritonUnavailable as exc:
-        pytest.skip(f"tritonserver unavailable here: {exc}")
+    server = start_or_skip(repo)
     try:
         yield server, model, photos, triton_name(model.spec.name)
     finally:

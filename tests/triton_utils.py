@@ -149,3 +149,15 @@ def start_tritonserver(repo_dir: str | Path, *, timeout: float = 60.0, stub_env:
             time.sleep(0.3)
     server.stop()
     raise TritonUnavailable(f"tritonserver not live after {timeout:.0f} s:\n{server.log()[-3000:]}")
+
+
+def start_or_skip(repo_dir: str | Path, *, timeout: float = 90.0) -> TritonServer:
+    """:func:`start_tritonserver` in a test: skip it, with the reason, where the server cannot run here."""
+    import pytest
+
+    try:
+        return start_tritonserver(repo_dir, timeout=timeout)
+    except TritonUnavailable as exc:
+        pytest.skip(f"tritonserver unavailable here (tests/triton_utils.py installs {PYTRITON} and a numpy<2 stub "
+                    f"env): {exc}")
+

@@ -33,11 +33,7 @@ def start(repo, ports: tuple[int, int] | None = None, monkeypatch=None):
     if ports is not None:
         chosen = iter([*ports, triton_utils._free_port()])
         monkeypatch.setattr(triton_utils, "_free_port", lambda: next(chosen))
-    try:
-        return triton_utils.start_tritonserver(repo, timeout=120)
-    except triton_utils.TritonUnavailable as exc:
-        pytest.skip(f"tritonserver unavailable here (tests/triton_utils.py installs nvidia-pytriton==0.7.0 "
-                    f"and a numpy<2 stub env): {exc}")
+    return triton_utils.start_or_skip(repo, timeout=120)
 
 
 def wait_ready(client, timeout_s: float = 120.0) -> None:
