@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-from _common import report  # noqa: E402
+from _common import median_time, report  # noqa: E402
 
 CASES = {
     "one thread loads and infers": "same",
@@ -31,7 +32,6 @@ def child(case: str, repeats: int, threads: int) -> float:
     import torch
 
     sys.path.insert(0, str(REPO))
-    from _common import median_time
     from bench_serving import test_image
 
     from serving.backends import create_backend
@@ -70,7 +70,7 @@ def main() -> int:
     for label, case in CASES.items():
         done = subprocess.run([sys.executable, __file__, "--child", case, "--repeats", str(args.repeats),
                                "--threads", str(args.threads)], cwd=REPO, capture_output=True, text=True,
-                              check=True, env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+                              check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
         rows.append([label, round(1000 * json.loads(done.stdout.strip().splitlines()[-1]), 1)])
     report("bench_inference_threads", ["case", "median ms per image"], rows,
            {"threads": args.threads, "repeats": args.repeats, "model": "retinanet_lite0_neon_trees"})
