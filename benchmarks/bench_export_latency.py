@@ -18,23 +18,22 @@ import argparse
 import dataclasses
 import json
 import platform
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import zoo  # noqa: E402
+from _common import median_time  # noqa: E402
 from export import export_model  # noqa: E402
 from export.letterbox import letterbox  # noqa: E402
-from export.parity import sample_photos  # noqa: E402
 from export.api import runner_for, tolerance_for  # noqa: E402
-from export.parity import check_parity  # noqa: E402
-from export.runtime import OnnxRunner, TorchScriptRunner  # noqa: E402
+from export.parity import check_parity, sample_photos  # noqa: E402
+from export.runtime import OnnxRunner, TorchScriptRunner, bf16_supported  # noqa: E402
 from export.source import load_source  # noqa: E402
 from export.graphs import output_names  # noqa: E402
 from zoo.categories import get_categories  # noqa: E402
@@ -73,13 +72,8 @@ def _model(name: str, size: int) -> torch.nn.Module:
 
 
 def _median(fn, repeats: int) -> float:
-    fn()  # warm-up (allocations, lazy init, ORT arena)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    """Median seconds after one warm-up call (allocations, lazy init, ORT arena)."""
+    return median_time(fn, repeats)[0]
 
 
 def _save(rows: list[dict], args: argparse.Namespace) -> None:
@@ -105,14 +99,6 @@ def _openvino_version() -> str | None:
     return openvino.__version__
 
 
-def _bf16_capable() -> bool:
-    try:
-        import openvino as ov
-    except ImportError:
-        return False
-    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 800])
@@ -122,7 +108,7 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     photo = sample_photos(("astronaut",))
-    bf16 = _bf16_capable()
+    bf16 = bf16_supported()
     rows = []
     for key in args.models:
         for size in args.sizes:

@@ -48,6 +48,15 @@ class TorchScriptRunner:
 OPENVINO_PRECISIONS = ("f32", "bf16")
 
 
+def bf16_supported() -> bool:
+    """Whether OpenVINO is installed and this CPU computes in bfloat16 natively (AVX512-BF16 or AMX)."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return False
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
 class OpenVinoRunner:
     """An ONNX export compiled by OpenVINO for the CPU (``pip install openvino``), read straight from the .onnx
     file. ``precision="bf16"`` runs matrix products in bfloat16 where the CPU has native support (AVX512-BF16 or
@@ -59,11 +68,11 @@ class OpenVinoRunner:
 
         if precision not in OPENVINO_PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(OPENVINO_PRECISIONS)}, not {precision!r}")
-        core = ov.Core()
-        if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        if precision == "bf16" and not bf16_supported():
             raise RuntimeError("this CPU has no native bfloat16 (AVX512-BF16 or AMX): use precision f32")
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision,
                   "INFERENCE_NUM_THREADS": threads or os.cpu_count() or 1}
+        core = ov.Core()
         self.compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
         self.request = self.compiled.create_infer_request()
         self.outputs = [o.get_any_name() for o in self.compiled.outputs]
