@@ -65,8 +65,7 @@ def _model(name: str, size: int) -> torch.nn.Module:
     spec = dataclasses.replace(spec, preprocessing=dataclasses.replace(spec.preprocessing, min_size=size,
                                                                        max_size=max(size, spec.preprocessing.max_size)))
     names = get_categories(spec.categories)
-    extra = 1 if spec.task == "detection" or spec.background else 0
-    model = build(spec.arch, len(names) + extra, preprocessing=spec.preprocessing, **spec.build_kwargs).eval()
+    model = build(spec.arch, spec.num_outputs, preprocessing=spec.preprocessing, **spec.build_kwargs).eval()
     model.spec, model.categories = spec, names
     return model
 

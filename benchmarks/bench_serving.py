@@ -92,8 +92,8 @@ def direct(key: str, backend_name: str, image: bytes, requests: int, threads: in
     name, size, pretrained = MODELS[key]
     backend_name, precision = split_backend(backend_name)
     config = ServingConfig(models=[name], backend=backend_name, precision=precision, image_size=size,
-                           pretrained=pretrained,
-                           threads=threads, onnx_cache=cache, triton_url=triton_url, request_timeout_s=600)
+                           pretrained=pretrained, threads=threads, onnx_cache=cache, triton_url=triton_url,
+                           request_timeout_s=600)
     backend = create_backend(name, config)
     pixels = decode_image(image, None, 10**8).pixels
     for _ in range(3):

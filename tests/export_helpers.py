@@ -25,7 +25,6 @@ def tiny_model(kind: str, size: int = 256, categories: str = "voc") -> torch.nn.
         pre = dataclasses.replace(pre, score_threshold=0.001)
     spec = dataclasses.replace(spec, preprocessing=pre, categories=categories)
     names = get_categories(categories)
-    model = build(spec.arch, len(names) + (1 if spec.task == "detection" or spec.background else 0),
-                  preprocessing=pre, **spec.build_kwargs).eval()
+    model = build(spec.arch, spec.num_outputs, preprocessing=pre, **spec.build_kwargs).eval()
     model.spec, model.categories = spec, names
     return model

@@ -57,7 +57,7 @@ def render_card(spec: ModelSpec) -> str:
               "```", "", "## Facts", "", "| | |", "|---|---|",
               f"| architecture | `{spec.arch}` {json.dumps(spec.build_kwargs) if spec.build_kwargs else ''} |",
               f"| task | {spec.task} |",
-              f"| categories | `{spec.categories}` ({len(names)} {'class' if len(names) == 1 else 'classes'}{', plus background' if spec.task == 'detection' or spec.background else ''}) |",
+              f"| categories | `{spec.categories}` ({len(names)} {'class' if len(names) == 1 else 'classes'}{', plus background' if spec.label_offset else ''}) |",
               f"| weights | {_source(spec)} |",
               f"| sha256 | {spec.sha256 or '-'} |",
               f"| file size | {spec.file_size if spec.file_size else 'unknown'} |",
