@@ -5,6 +5,7 @@ import io
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import numpy as np
 from fastapi.testclient import TestClient
@@ -12,6 +13,9 @@ from PIL import Image
 
 from serving import ServingConfig, create_app
 from serving.backends import Backend
+
+if TYPE_CHECKING:
+    from export.parity import Tolerance
 
 
 def encode(pixels: np.ndarray, fmt: str, **kwargs) -> bytes:
@@ -68,9 +72,10 @@ def uvicorn_server(app, timeout_s: float = 120.0) -> Iterator[str]:
         sock.close()
 
 
-def assert_same_detections(expected: list[dict], actual: list[dict], score_threshold: float) -> None:
-    """The API's detections from two backends agree within the export tolerance (export.parity: matched recall,
-    box corners within 1 px, scores within 1e-3)."""
+def assert_same_detections(expected: list[dict], actual: list[dict], score_threshold: float,
+                           tol: Tolerance | None = None) -> None:
+    """The API's detections from two backends agree within ``tol`` (default: the fp32 export tolerance of
+    export.parity: matched recall, box corners within 1 px, scores within 1e-3)."""
     from export.parity import Tolerance, compare_detections
 
     def arrays(dets: list[dict]) -> dict[str, np.ndarray]:
@@ -78,7 +83,7 @@ def assert_same_detections(expected: list[dict], actual: list[dict], score_thres
                 "scores": np.array([d["score"] for d in dets], np.float32),
                 "labels": np.array([d["label"] for d in dets], np.int64)}
 
-    tol = Tolerance()
+    tol = tol or Tolerance()
     figures = compare_detections(arrays(expected), arrays(actual), score_threshold=score_threshold,
                                  max_detections=10**6, tol=tol)
     assert figures["recall"] >= tol.recall, figures

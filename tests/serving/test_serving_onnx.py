@@ -92,12 +92,11 @@ def test_segment_on_onnxruntime(serve, tmp_path, photos):
 
 
 @pytest.mark.parametrize("precision", ["f32", "bf16"])
-def test_openvino_backend_runs_the_same_export(serve, onnx_backend, onnx_cache, neon_tile, precision):
+def test_openvino_backend_runs_the_same_export(serve, onnx_client, onnx_cache, neon_tile, precision):
     """``--backend openvino`` serves the cached export: f32 within the fp32 tolerance of onnxruntime, bf16 within
     export.parity.BF16_TOLERANCE."""
     pytest.importorskip("openvino")
     from export.api import tolerance_for
-    from export.parity import compare_detections
     from export.runtime import bf16_supported
 
     if precision == "bf16" and not bf16_supported():
@@ -108,13 +107,5 @@ def test_openvino_backend_runs_the_same_export(serve, onnx_backend, onnx_cache, 
     with serve(ServingConfig(score_threshold=0.3), [backend]) as client:
         body = client.post("/v1/detect?score_threshold=0.3", content=data).json()
     assert body["model"]["backend"] == "openvino" and len(body["detections"]) >= 10
-    (expected,) = onnx_backend.infer([neon_tile])
-    keep = expected.scores >= 0.3
-    reference = {"boxes": expected.boxes[keep], "scores": expected.scores[keep], "labels": expected.labels[keep]}
-    served = {"boxes": np.array([d["box"] for d in body["detections"]], np.float32),
-              "scores": np.array([d["score"] for d in body["detections"]], np.float32),
-              "labels": np.array([d["label"] for d in body["detections"]], np.int64)}
-    tol = tolerance_for(precision)
-    figures = compare_detections(reference, served, score_threshold=0.3, max_detections=10**6, tol=tol)
-    assert figures["recall"] >= tol.recall and figures["max_box_diff_px"] <= tol.box_px, figures
-    assert figures["max_score_diff"] <= tol.score, figures
+    expected = onnx_client.post("/v1/detect?score_threshold=0.3", content=data).json()["detections"]
+    assert_same_detections(expected, body["detections"], score_threshold=0.3, tol=tolerance_for(precision))
