@@ -30,8 +30,7 @@ class ServingConfig:
                                                               "model.onnx instead of exporting the model on first "
                                                               "use"})
     onnx_cache: Path = field(default_factory=_default_cache,
-                             metadata={"help": "onnxruntime / openvino: folder for models exported "
-                                                                 "on first use"})
+                             metadata={"help": "onnxruntime / openvino: folder for models exported on first use"})
     triton_url: str = field(default="127.0.0.1:8000", metadata={"help": "triton: server address host:port"})
     triton_protocol: str = field(default="http", metadata={"help": "triton: http or grpc"})
     triton_model: str | None = field(default=None, metadata={"help": "triton: the graph model to call (default: "
