@@ -24,7 +24,7 @@ class UnsafeCheckpointError(RuntimeError):
 def save_weights(state_dict: Mapping[str, Any], path: str | Path, metadata: Mapping[str, Any] | None = None) -> Path:
     """Write ``state_dict`` as safetensors at ``path`` atomically. Metadata values that are not strings are
     stored as JSON."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -32,15 +32,29 @@ def save_weights(state_dict: Mapping[str, Any], path: str | Path, metadata: Mapp
     for key, value in (metadata or {}).items():
         meta[key] = value if isinstance(value, str) else json.dumps(value)
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state_dict.items()}
+    data = _canonical_header(save(tensors, metadata=meta))
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
     try:
-        save_file(tensors, tmp, metadata=meta)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def _canonical_header(data: bytes) -> bytes:
+    """The same safetensors bytes with the JSON header's keys sorted: safetensors writes metadata in hash order, so
+    equal tensors and metadata would otherwise give files that differ from run to run (and in sha256)."""
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + size])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + data[8 + size :]
 
 
 def load_weights(path: str | Path) -> tuple[dict[str, Any], dict[str, str]]:

@@ -6,6 +6,12 @@ none of them keeps a second copy of the numbers.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+from .letterbox import letterbox, letterbox_geometry
+
+__all__ = ["Preprocessing", "letterbox", "letterbox_geometry", "IMAGENET_MEAN", "IMAGENET_STD", "DETECTION_800",
+           "SEGMENTATION_512", "AERIAL_400", "YOLOX_416"]
 
 # ImageNet statistics on the [0, 1] scale. MMDetection's [123.675, 116.28, 103.53] / [58.395, 57.12, 57.375] on the
 # [0, 255] scale in RGB order are the same numbers divided by 255.
@@ -17,9 +23,13 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 class Preprocessing:
     """How an image becomes a model input and how raw detections are kept.
 
-    Images enter models as RGB float tensors on [0, 1]; the model normalises with ``mean``/``std`` and resizes so
-    that the short side is ``min_size`` and the long side at most ``max_size`` (the paper's 800x1333), padding to a
-    multiple of ``size_divisible``.
+    Images enter models as RGB float tensors on [0, 1]; the model normalises with ``mean``/``std`` and
+    - ``resize="shorter_side"`` (torchvision's detectors): resizes so that the short side is ``min_size`` and the
+      long side at most ``max_size`` (the paper's 800x1333), padding to a multiple of ``size_divisible``;
+    - ``resize="letterbox"`` (YOLOX): fits the image into ``min_size x max_size`` (H x W) keeping its aspect ratio,
+      top-left, the rest ``pad_value`` (on [0, 1], before normalisation); :func:`letterbox` is the same step on a
+      Pillow image, used by every serving backend.
+    ``channels="BGR"`` reverses the channels after normalisation (models trained on OpenCV's order).
     """
 
     mean: tuple[float, float, float] = IMAGENET_MEAN
@@ -30,6 +40,9 @@ class Preprocessing:
     score_threshold: float = 0.05
     nms_threshold: float = 0.5
     max_detections: int = 100
+    resize: Literal["shorter_side", "letterbox"] = "shorter_side"
+    pad_value: float = 0.0
+    channels: Literal["RGB", "BGR"] = "RGB"
     extra: dict = field(default_factory=dict)
 
     def transform_kwargs(self) -> dict:
@@ -54,3 +67,8 @@ SEGMENTATION_512 = Preprocessing(min_size=512, max_size=512, size_divisible=8, s
 # The shipped demo model: 10 cm/pixel NEON aerial tiles at native scale (400 px tiles), crowns scored at 0.3.
 AERIAL_400 = Preprocessing(min_size=400, max_size=1333, size_divisible=32, score_threshold=0.3, nms_threshold=0.4,
                            max_detections=300)
+# YOLOX as trained by Megvii: letterbox into 416 x 416 top-left, grey 114 padding, BGR on 0..255 (no mean/std);
+# class-aware NMS at 0.65 as in its COCO evaluation (``yolox/exp/yolox_base.py``: nmsthre 0.65).
+YOLOX_416 = Preprocessing(mean=(0.0, 0.0, 0.0), std=(1 / 255, 1 / 255, 1 / 255), min_size=416, max_size=416,
+                          size_divisible=32, score_threshold=0.05, nms_threshold=0.65, max_detections=100,
+                          resize="letterbox", pad_value=114 / 255, channels="BGR")

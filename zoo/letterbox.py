@@ -1,7 +1,9 @@
 """Photo -> fixed-size model input, and detections back to photo pixels (NumPy and Pillow only).
 
-The exported graphs take a fixed ``H x W``; photos of any size are resized keeping their aspect ratio to fit, placed
-top-left and zero-padded (so box coordinates only need dividing by the scale). This module is also copied into the
+The one definition of the letterbox used by every inference path (eager serving, ONNX Runtime, OpenVINO, Triton, the
+export parity check, and, with the same geometry in torch, the letterboxing models such as YOLOX): a photo of any
+size is resized keeping its aspect ratio to fit a fixed ``H x W``, placed top-left and padded with ``pad_value`` (so
+box coordinates only need dividing by the scale). This module imports nothing from the package: it is copied into the
 Triton model repository, where the preprocessing step runs it without torch.
 """
 from __future__ import annotations
@@ -25,15 +27,25 @@ def decode_image(data: bytes) -> Image.Image:
     return image.convert("RGB")
 
 
-def letterbox(image: Image.Image, size: tuple[int, int]) -> tuple[np.ndarray, float]:
-    """``(array [3, H, W] float32 on [0, 1], scale)``: the RGB image resized by ``scale`` (bilinear) to fit
-    ``size = (H, W)``, top-left, zero padding."""
+def letterbox_geometry(photo_h: int, photo_w: int, size: tuple[int, int]) -> tuple[float, int, int]:
+    """``(scale, resized height, resized width)`` of a ``photo_h x photo_w`` photo letterboxed into
+    ``size = (H, W)``: ``scale = min(H / h, W / w)``, sides rounded and kept within the canvas."""
     height, width = size
-    scale = min(height / image.height, width / image.width)
-    new_w = max(1, min(width, round(image.width * scale)))
-    new_h = max(1, min(height, round(image.height * scale)))
-    resized = image.convert("RGB").resize((new_w, new_h), Image.BILINEAR)
-    out = np.zeros((3, height, width), dtype=np.float32)
+    scale = min(height / photo_h, width / photo_w)
+    new_h = max(1, min(height, round(photo_h * scale)))
+    new_w = max(1, min(width, round(photo_w * scale)))
+    return scale, new_h, new_w
+
+
+def letterbox(image: Image.Image, size: tuple[int, int], pad_value: float = 0.0) -> tuple[np.ndarray, float]:
+    """``(array [3, H, W] float32 RGB on [0, 1], scale)``: the image resized by ``scale`` (Pillow's bilinear,
+    antialiased when shrinking) to fit ``size = (H, W)``, top-left, the rest filled with ``pad_value`` (on [0, 1];
+    YOLOX's grey 114 is ``114 / 255``)."""
+    height, width = size
+    scale, new_h, new_w = letterbox_geometry(image.height, image.width, size)
+    image = image.convert("RGB")
+    resized = image if (new_w, new_h) == image.size else image.resize((new_w, new_h), Image.BILINEAR)
+    out = np.full((3, height, width), pad_value, dtype=np.float32)
     out[:, :new_h, :new_w] = np.asarray(resized, dtype=np.float32).transpose(2, 0, 1) / 255.0
     return out, scale
 
