@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import zoo  # noqa: E402
 from _common import median_time  # noqa: E402
 from export import export_model  # noqa: E402
-from export.letterbox import letterbox  # noqa: E402
+from zoo.letterbox import letterbox  # noqa: E402
 from export.api import runner_for, tolerance_for  # noqa: E402
 from export.parity import check_parity, sample_photos  # noqa: E402
 from export.runtime import OnnxRunner, TorchScriptRunner, bf16_supported  # noqa: E402

@@ -45,6 +45,15 @@ def default_image_size(pre: Preprocessing) -> tuple[int, int]:
     return (pre.min_size, pre.min_size)
 
 
+def fit_input_size(model: nn.Module, size: tuple[int, int]) -> None:
+    """Make a letterboxing model (YOLOX) letterbox into the export's size, so that the eager model the parity check
+    runs and the graph see the same canvas; other models resize inside their own transform and are left alone."""
+    from zoo.models.yolox import YOLOX
+
+    if isinstance(model, YOLOX):
+        model.set_input_size(*size)
+
+
 def parse_size(text: str | None) -> tuple[int, int] | None:
     """``"512"`` -> (512, 512); ``"480x640"`` -> (480, 640) (height x width); None -> None."""
     if text is None:
@@ -95,6 +104,7 @@ def export_model(model_or_name: str | Path | nn.Module | ExportSource, out_dir: 
     else:
         source = load_source(model_or_name, pretrained=pretrained, score_threshold=score_threshold)
     size = tuple(image_size) if image_size is not None else default_image_size(source.preprocessing)
+    fit_input_size(source.model, size)
     graph = graph_for(source.model, size, source.task)
     outputs = output_names(source.task)
     report = None
@@ -157,6 +167,7 @@ def parity_of_export_dir(export_dir: str | Path, photos: dict[str, Image.Image] 
     source: ExportSource = load_source(checkpoint if checkpoint.endswith(".safetensors") else meta["model"],
                                        score_threshold=threshold)
     size = tuple(meta["input"]["shape"][2:])
+    fit_input_size(source.model, size)
     runner = runner_for(meta["artifact_format"], Path(export_dir) / meta["artifact"], tuple(meta["outputs"]),
                         runtime, precision)
     return check_parity(source, runner, size, photos, tolerance or tolerance_for(precision))

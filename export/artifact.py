@@ -49,7 +49,7 @@ def build_metadata(source: ExportSource, fmt: str, artifact: str, image_size: tu
         "label_offset": source.label_offset,
         "preprocessing": source.preprocessing.to_dict(),
         "input": {"name": "images", "shape": ["batch", 3, height, width], "dtype": "float32",
-                  "layout": "NCHW, RGB on [0, 1]; photos letterboxed (export.letterbox)"},
+                  "layout": "NCHW, RGB on [0, 1]; photos letterboxed (zoo.letterbox)"},
         "outputs": list(outputs),
         "source_checkpoint": source.checkpoint,
         "source_sha256": source.sha256,

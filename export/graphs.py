@@ -27,6 +27,8 @@ from torchvision.models.detection.rpn import concat_box_prediction_layers
 from torchvision.ops import MultiScaleRoIAlign, roi_align
 from torchvision.ops.poolers import _setup_scales
 
+from zoo.models.yolox import YOLOX, LetterboxTransform, decode_outputs, grid_and_strides
+
 from .nms import OnnxMulticlassNms, is_candidate, keep_mask, mask_scores, multiclass_nms
 
 
@@ -69,13 +71,20 @@ class DetectionGraph(nn.Module):
         super().__init__()
         height, width = image_size
         transform = model.transform
-        with torch.no_grad():
-            batch, _ = transform([torch.zeros(3, height, width)])
         self.in_size = (height, width)
-        self.resized = (int(batch.image_sizes[0][0]), int(batch.image_sizes[0][1]))
-        self.padded = (int(batch.tensors.shape[-2]), int(batch.tensors.shape[-1]))
-        self.register_buffer("mean", torch.tensor(transform.image_mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(transform.image_std).view(1, 3, 1, 1), persistent=False)
+        self.flip_channels = False
+        if isinstance(transform, LetterboxTransform):
+            # the graph's input is already the letterboxed canvas: normalise (and reorder channels) only
+            self.resized = self.padded = self.in_size
+            mean, std, self.flip_channels = list(transform.mean), list(transform.std), transform.bgr
+        else:
+            with torch.no_grad():
+                batch, _ = transform([torch.zeros(3, height, width)])
+            self.resized = (int(batch.image_sizes[0][0]), int(batch.image_sizes[0][1]))
+            self.padded = (int(batch.tensors.shape[-2]), int(batch.tensors.shape[-1]))
+            mean, std = transform.image_mean, transform.image_std
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         # The box rescale of GeneralizedRCNNTransform.postprocess, as float32 ratios (input / resized).
         ratio_h = torch.tensor(height, dtype=torch.float32) / torch.tensor(self.resized[0], dtype=torch.float32)
         ratio_w = torch.tensor(width, dtype=torch.float32) / torch.tensor(self.resized[1], dtype=torch.float32)
@@ -89,6 +98,8 @@ class DetectionGraph(nn.Module):
 
     def prepare(self, images: Tensor) -> Tensor:
         x = (images - self.mean) / self.std
+        if self.flip_channels:
+            x = x.flip(1)
         if self.resized != self.in_size:
             x = F.interpolate(x, size=self.resized, mode="bilinear", align_corners=False)
         if self.padded != self.resized:
@@ -179,6 +190,39 @@ class RetinaNetGraph(DetectionGraph):
         kept = keep_mask(self.nms(boxes, per_class, self.nms_thresh), list(per_class.shape)).any(dim=1)
         scores = mask_scores(scores, kept)
         return self.finish(boxes, scores, labels, self.detections)
+
+
+class YoloxGraph(DetectionGraph):
+    """:class:`zoo.models.yolox.YOLOX` inference on the letterboxed canvas: decoding, score = objectness x best
+    class, class-aware NMS, top ``D`` (boxes clipped to the canvas after NMS, as the eager model clips)."""
+
+    def __init__(self, model: YOLOX, image_size: tuple[int, int]) -> None:
+        super().__init__(model, image_size)
+        if image_size[0] % 32 or image_size[1] % 32:
+            raise ValueError(f"YOLOX exports need sides that are multiples of 32, got {image_size}")
+        self.backbone = model.backbone
+        self.head = model.head
+        grid, strides = grid_and_strides(*image_size)
+        self.register_buffer("grid", grid, persistent=False)
+        self.register_buffer("strides", strides, persistent=False)
+        self.score_thresh = float(model.score_thresh)
+        self.nms_thresh = float(model.nms_thresh)
+        self.detections = int(model.detections_per_img)
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        decoded = decode_outputs(self.head(list(self.backbone(self.prepare(images)))), self.grid, self.strides)
+        boxes = decoded[..., :4]
+        class_scores, classes = decoded[..., 5:].max(dim=-1)
+        scores = decoded[..., 4] * class_scores
+        scores = mask_scores(scores, scores > self.score_thresh)
+        num_classes = decoded.shape[-1] - 5
+        per_class = torch.full((scores.shape[0], num_classes, scores.shape[1]), -1.0, dtype=scores.dtype,
+                               device=scores.device)
+        per_class = per_class.scatter(1, classes.unsqueeze(1), scores.unsqueeze(1))
+        kept = keep_mask(self.nms(boxes, per_class, self.nms_thresh), list(per_class.shape)).any(dim=1)
+        scores = mask_scores(scores, kept)
+        boxes = clip_boxes(boxes, self.in_size[0], self.in_size[1])
+        return self.finish(boxes, scores, classes + 1, self.detections)
 
 
 class BatchedRoIAlign(nn.Module):
@@ -387,6 +431,8 @@ def graph_for(model: nn.Module, image_size: tuple[int, int], task: str = "detect
         return FasterRCNNGraph(model, image_size).eval()
     if isinstance(model, RetinaNet):
         return RetinaNetGraph(model, image_size).eval()
+    if isinstance(model, YOLOX):
+        return YoloxGraph(model, image_size).eval()
     raise ExportUnsupportedError(f"no export graph for {type(model).__name__}")
 
 

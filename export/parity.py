@@ -1,6 +1,6 @@
 """Parity of an export with the eager model on real photos.
 
-Both sides see the same letterboxed photo (:mod:`export.letterbox`) at the export's fixed size: the eager model as
+Both sides see the same letterboxed photo (:mod:`zoo.letterbox`) at the export's fixed size: the eager model as
 a one-image list (its own transform), the export as one batch of all photos (so dynamic batching is exercised too).
 Per photo: matched-detection recall at IoU >= 0.99 (the tolerance's ``match_iou``) with the same label, the largest
 box-corner difference (px) and
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .letterbox import letterbox
+from zoo.letterbox import letterbox
 from .source import ExportSource
 
 Runner = Callable[[np.ndarray], dict[str, np.ndarray]]
@@ -83,7 +83,7 @@ def sample_photos(names: tuple[str, ...] = SKIMAGE_PHOTOS) -> dict[str, Image.Im
 
 
 def load_photos(paths: list[str | Path]) -> dict[str, Image.Image]:
-    from .letterbox import decode_image
+    from zoo.letterbox import decode_image
 
     photos = {}
     for p in paths:
@@ -137,7 +137,8 @@ def check_parity(source: ExportSource, runner: Runner, image_size: tuple[int, in
     photos = photos if photos is not None else sample_photos()
     if not photos:
         raise ValueError("parity needs at least one photo")
-    batch = np.stack([letterbox(img, image_size)[0] for img in photos.values()])
+    pad = source.preprocessing.pad_value
+    batch = np.stack([letterbox(img, image_size, pad)[0] for img in photos.values()])
     exported = runner(batch)
     report = ParityReport(passed=True, tolerance=tol)
     with torch.inference_mode():

@@ -32,7 +32,7 @@ from .graphs import DETECTION_OUTPUTS
 from .source import ExportSource, load_source
 
 TEMPLATES = Path(__file__).resolve().parent / "triton_models"
-LETTERBOX = Path(__file__).resolve().parent / "letterbox.py"
+LETTERBOX = Path(__file__).resolve().parents[1] / "zoo" / "letterbox.py"
 DEVICES = {"cpu": "KIND_CPU", "gpu": "KIND_GPU"}
 TYPES = {"float32": "TYPE_FP32", "int64": "TYPE_INT64", "int32": "TYPE_INT32", "bytes": "TYPE_STRING"}
 

@@ -72,9 +72,9 @@ def encode_rle(mask: np.ndarray) -> RLE:
 
 
 def encode_label_map_png(label_map: np.ndarray) -> str:
-    """Base64 PNG of a label map (:func:`export.letterbox.encode_label_map`: 8-bit grey when every label fits, else
+    """Base64 PNG of a label map (:func:`zoo.letterbox.encode_label_map`: 8-bit grey when every label fits, else
     16-bit)."""
-    from export.letterbox import encode_label_map
+    from zoo.letterbox import encode_label_map
 
     return base64.b64encode(encode_label_map(label_map)).decode("ascii")
 

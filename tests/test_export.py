@@ -15,7 +15,7 @@ pytest.importorskip("skimage")
 
 from export import ExportError, ParityError, Tolerance, export_model, read_metadata  # noqa: E402
 from export.graphs import FixedAdaptiveAvgPool2d  # noqa: E402
-from export.letterbox import ImageDecodeError, boxes_to_photo, decode_image, letterbox  # noqa: E402
+from zoo.letterbox import ImageDecodeError, boxes_to_photo, decode_image, letterbox  # noqa: E402
 from export.nms import multiclass_nms  # noqa: E402
 from export.onnx import read_onnx_metadata  # noqa: E402
 from export.parity import sample_photos  # noqa: E402

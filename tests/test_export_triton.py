@@ -14,7 +14,7 @@ pytest.importorskip("skimage")
 
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
-from export.letterbox import boxes_to_photo, letterbox  # noqa: E402
+from zoo.letterbox import boxes_to_photo, letterbox  # noqa: E402
 from export.parity import Tolerance, compare_detections, sample_photos  # noqa: E402
 from export.triton import build_repository, validate_config  # noqa: E402
 from export_helpers import tiny_model  # noqa: E402

@@ -14,7 +14,7 @@ tritonclient_http = pytest.importorskip("tritonclient.http")
 tritonclient_grpc = pytest.importorskip("tritonclient.grpc")
 pytest.importorskip("skimage")
 
-from export.letterbox import labels_to_photo, letterbox  # noqa: E402
+from zoo.letterbox import labels_to_photo, letterbox  # noqa: E402
 from export.parity import sample_photos  # noqa: E402
 from export.triton import build_repository, triton_name  # noqa: E402
 from export_helpers import tiny_model  # noqa: E402

@@ -1,5 +1,5 @@
 """What the onnxruntime and Triton backends share: reading an export's metadata, letterboxing photos into its fixed
-input (``export.letterbox``, the same step its parity check and Triton repository use) and mapping outputs back."""
+input (``zoo.letterbox``, the same step its parity check and Triton repository use) and mapping outputs back."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -30,7 +30,7 @@ def input_size(meta: dict) -> tuple[int, int]:
 
 def run_letterboxed(runner: Runner, images: list[np.ndarray], size: tuple[int, int], task: str) -> list[Result]:
     """Letterbox ``images`` into one batch, run it, and return results in each image's own pixels."""
-    from export.letterbox import boxes_to_photo, labels_to_photo, letterbox
+    from zoo.letterbox import boxes_to_photo, labels_to_photo, letterbox
 
     arrays, scales = [], []
     for image in images:

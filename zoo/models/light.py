@@ -62,9 +62,9 @@ class MBConv(nn.Module):
     def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int, expand: int) -> None:
         super().__init__()
         mid = in_ch * expand
-        if expand != 1:
-            self._expand_conv = nn.Conv2d(in_ch, mid, 1, bias=False)
-            self._bn0 = _BN(mid)
+        # without expansion both are parameter-free identities, so that TorchScript compiles the forward
+        self._expand_conv = nn.Conv2d(in_ch, mid, 1, bias=False) if expand != 1 else nn.Identity()
+        self._bn0 = _BN(mid) if expand != 1 else nn.Identity()
         self._depthwise_conv = nn.Conv2d(mid, mid, kernel, stride, kernel // 2, groups=mid, bias=False)
         self._bn1 = _BN(mid)
         self._project_conv = nn.Conv2d(mid, out_ch, 1, bias=False)
@@ -94,6 +94,7 @@ class EfficientNetLite0(nn.Module):
                 blocks.append(MBConv(in_ch, st.channels, st.kernel, st.stride if i == 0 else 1, st.expand))
                 in_ch = st.channels
         self._blocks = nn.ModuleList(blocks)
+        self._feature_blocks: list[tuple[str, int]] = list(FEATURE_BLOCKS.items())
         self.act = nn.ReLU6(inplace=True)
         self.include_top = include_top
         if include_top:
@@ -101,17 +102,18 @@ class EfficientNetLite0(nn.Module):
             self._bn1 = _BN(1280)
             self._fc = nn.Linear(1280, num_classes)
 
-    def features(self, x: Tensor) -> OrderedDict[str, Tensor]:
-        """C3, C4, C5 feature maps (strides 8, 16, 32)."""
-        wanted = {idx: name for name, idx in FEATURE_BLOCKS.items()}
-        out: OrderedDict[str, Tensor] = OrderedDict()
+    def features(self, x: Tensor) -> dict[str, Tensor]:
+        """C3, C4, C5 feature maps (strides 8, 16, 32), in that order."""
+        out: dict[str, Tensor] = {}
         x = self.act(self._bn0(self._conv_stem(x)))
         for idx, block in enumerate(self._blocks):
             x = block(x)
-            if idx in wanted:
-                out[wanted[idx]] = x
+            for name, wanted in self._feature_blocks:
+                if idx == wanted:
+                    out[name] = x
         return out
 
+    @torch.jit.unused  # the classifier only checks ImageNet weights; detectors script features() alone
     def forward(self, x: Tensor) -> Tensor:
         if not self.include_top:
             raise RuntimeError("EfficientNetLite0 built with include_top=False has no classifier; call features()")
@@ -149,7 +151,7 @@ class LiteFPNBackbone(nn.Module):
         )
         self.out_channels = out_channels
 
-    def forward(self, x: Tensor) -> OrderedDict[str, Tensor]:
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
         return self.fpn(self.body.features(x))
 
 

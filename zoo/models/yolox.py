@@ -102,7 +102,10 @@ class SPPBottleneck(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.conv1(x)
-        return self.conv2(torch.cat([x] + [pool(x) for pool in self.m], dim=1))
+        pooled = [x]
+        for pool in self.m:
+            pooled.append(pool(x))
+        return self.conv2(torch.cat(pooled, dim=1))
 
 
 class Focus(nn.Module):
@@ -197,13 +200,14 @@ class YOLOXHead(nn.Module):
         for layer in (*self.cls_preds, *self.obj_preds):
             nn.init.constant_(layer.bias, bias)
 
-    def forward(self, features: Sequence[Tensor]) -> Tensor:
-        outputs = []
-        for k, x in enumerate(features):
-            x = self.stems[k](x)
-            cls_out = self.cls_preds[k](self.cls_convs[k](x))
-            reg_feat = self.reg_convs[k](x)
-            out = torch.cat([self.reg_preds[k](reg_feat), self.obj_preds[k](reg_feat), cls_out], dim=1)
+    def forward(self, features: list[Tensor]) -> Tensor:
+        outputs: list[Tensor] = []
+        levels = zip(self.stems, self.cls_convs, self.cls_preds, self.reg_convs, self.reg_preds, self.obj_preds)
+        for k, (stem, cls_convs, cls_pred, reg_convs, reg_pred, obj_pred) in enumerate(levels):
+            x = stem(features[k])
+            cls_out = cls_pred(cls_convs(x))
+            reg_feat = reg_convs(x)
+            out = torch.cat([reg_pred(reg_feat), obj_pred(reg_feat), cls_out], dim=1)
             outputs.append(out.flatten(2))
         return torch.cat(outputs, dim=2).permute(0, 2, 1)
 
@@ -283,9 +287,15 @@ class YOLOX(nn.Module):
         self.nms_thresh = preprocessing.nms_threshold
         self.detections_per_img = preprocessing.max_detections
 
+    def set_input_size(self, height: int, width: int) -> None:
+        """Letterbox into ``height x width`` (multiples of 32) instead of the preprocessing's size."""
+        if height % 32 or width % 32 or min(height, width) < 32:
+            raise ValueError(f"YOLOX input sides must be positive multiples of 32, got {height}x{width}")
+        self.transform.size = (height, width)
+
     def raw_outputs(self, x: Tensor) -> Tensor:
         """Head outputs ``[B, A, 5 + K]`` for a preprocessed batch."""
-        return self.head(self.backbone(x))
+        return self.head(list(self.backbone(x)))
 
     def forward(self, images: Sequence[Tensor], targets: Sequence[dict[str, Tensor]] | None = None
                 ) -> list[dict[str, Tensor]] | dict[str, Tensor]:
