@@ -40,9 +40,8 @@ def run_cli(action: Callable[[], int]) -> int:
 
 
 def default_image_size(pre: Preprocessing) -> tuple[int, int]:
-    """Square at the preprocessing's short side: photos letterboxed into it reach the model unscaled by its own
-    transform (``min_size`` square fits ``max_size``)."""
-    return (pre.min_size, pre.min_size)
+    """The export's input size: :meth:`Preprocessing.input_size`, the size serving letterboxes photos into."""
+    return pre.input_size()
 
 
 def fit_input_size(model: nn.Module, size: tuple[int, int]) -> None:

@@ -101,7 +101,8 @@ def preprocess_config(name: str, meta: dict, *, max_batch_size: int, instances: 
             + _io("input", [_tensor("image", "bytes", [1])])
             + _io("output", [_tensor("images", "float32", [3, height, width]), _tensor("scale", "float32", [1]),
                              _tensor("photo_size", "int32", [2])])
-            + _instances("KIND_CPU", instances))
+            + _instances("KIND_CPU", instances)
+            + _params(pad_value=repr(float(meta["preprocessing"].get("pad_value", 0.0)))))
 
 
 def _ensemble_outputs(meta: dict) -> tuple[tuple[str, ...], list[str]]:

@@ -5,7 +5,8 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-DEFAULT_MODEL = "retinanet_lite0_neon_trees"
+from zoo.specs import DEFAULT_MODEL  # the embedded default (weights in the package): one home, the registry
+
 BACKENDS = ("torch", "onnxruntime", "openvino", "triton")
 ENV_PREFIX = "O365ZOO_SERVE_"
 
@@ -24,8 +25,9 @@ class ServingConfig:
     device: str = field(default="cpu", metadata={"help": "torch / onnxruntime device: cpu, cuda, cuda:1"})
     pretrained: bool = field(default=True, metadata={"help": "load published weights (off: random weights, for "
                                                              "benchmarks and tests)"})
-    image_size: int | None = field(default=None, metadata={"help": "override the model's resize: short side and "
-                                                                   "long-side cap both set to this many pixels"})
+    image_size: int | None = field(default=None, metadata={"help": "every backend letterboxes photos into this "
+                                                                   "square (default: the model's input size, e.g. "
+                                                                   "416 for yolox_nano_coco, 800 for R50-FPN)"})
     onnx: Path | None = field(default=None, metadata={"help": "onnxruntime / openvino: serve this exported "
                                                               "model.onnx instead of exporting the model on first "
                                                               "use"})

@@ -1,12 +1,14 @@
 """objects365-zoo: Objects365-pretrained detectors in one line.
 
 >>> import zoo
+>>> model = zoo.load("yolox_nano_coco")             # the embedded default: COCO-80, weights in the package
 >>> model = zoo.load("fpn_r50_obj365")              # MMDetection's best Objects365 Faster R-CNN, converted
 >>> model = zoo.load("fpn_r50_obj365", categories="coco")   # head transferred to COCO-80 through the mapping
 """
 from . import specs as _specs  # noqa: F401  (registers every named model)
+from .specs import DEFAULT_MODEL
 from .api import NoPublishedWeightsError, load
 from .registry import Metric, ModelSpec, UnknownModelError, get_spec, list_models
 
-__all__ = ["Metric", "ModelSpec", "NoPublishedWeightsError", "UnknownModelError", "get_spec", "list_models", "load"]
+__all__ = ["DEFAULT_MODEL", "Metric", "ModelSpec", "NoPublishedWeightsError", "UnknownModelError", "get_spec", "list_models", "load"]
 __version__ = "0.1.0"

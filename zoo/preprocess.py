@@ -45,6 +45,16 @@ class Preprocessing:
     channels: Literal["RGB", "BGR"] = "RGB"
     extra: dict = field(default_factory=dict)
 
+    def input_size(self, side: int | None = None) -> tuple[int, int]:
+        """The fixed ``(H, W)`` that serving letterboxes photos into and exports take: ``side x side`` when given,
+        else the letterbox size, else a square at ``min_size`` (photos then reach the model unscaled by its own
+        transform, as ``min_size`` square fits ``max_size``)."""
+        if side is not None:
+            return (side, side)
+        if self.resize == "letterbox":
+            return (self.min_size, self.max_size)
+        return (self.min_size, self.min_size)
+
     def transform_kwargs(self) -> dict:
         """Keyword arguments of torchvision's detection models that set their GeneralizedRCNNTransform."""
         return {"min_size": self.min_size, "max_size": self.max_size, "image_mean": list(self.mean),

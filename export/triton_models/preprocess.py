@@ -17,6 +17,8 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         out = {o["name"]: o for o in config["output"]}
         self.size = tuple(int(d) for d in out["images"]["dims"][1:])
+        params = config.get("parameters", {})
+        self.pad_value = float(params.get("pad_value", {}).get("string_value", "0.0"))
 
     def execute(self, requests):
         responses = []
@@ -27,7 +29,7 @@ class TritonPythonModel:
             except ImageDecodeError as exc:
                 responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc))))
                 continue
-            boxed = [letterbox(p, self.size) for p in photos]
+            boxed = [letterbox(p, self.size, self.pad_value) for p in photos]
             images = np.stack([b[0] for b in boxed])
             scale = np.array([[b[1]] for b in boxed], dtype=np.float32)
             photo_size = np.array([[p.height, p.width] for p in photos], dtype=np.int32)

@@ -32,12 +32,15 @@ def load_zoo_model(name: str, config: ServingConfig) -> nn.Module:
     """``zoo.load`` with the server's device, weights and resize settings."""
     import zoo
 
+    from zoo.models.yolox import YOLOX
+
     model = zoo.load(name, pretrained=config.pretrained, device=config.device)
     if config.image_size is not None:
-        transform = getattr(model, "transform", None)
-        if transform is not None:  # torchvision's GeneralizedRCNNTransform
-            transform.min_size = (config.image_size,)
-            transform.max_size = config.image_size
+        if isinstance(model, YOLOX):
+            model.set_input_size(config.image_size, config.image_size)
+        elif getattr(model, "transform", None) is not None:  # torchvision's GeneralizedRCNNTransform
+            model.transform.min_size = (config.image_size,)
+            model.transform.max_size = config.image_size
     return model
 
 
@@ -47,9 +50,11 @@ def create_backend(name: str, config: ServingConfig) -> Backend:
         from .torch_backend import TorchBackend
 
         model = load_zoo_model(name, config)
-        size = config.image_size or model.spec.preprocessing.min_size
+        pre = model.spec.preprocessing
+        size = pre.input_size(config.image_size)
         return TorchBackend(model, model_info(model, "torch"), device=config.device,
-                            max_batch_size=config.max_batch_size, segmentation_size=size, streams=config.streams)
+                            max_batch_size=config.max_batch_size, segmentation_size=size[0], streams=config.streams,
+                            input_size=size)
     if config.backend in ("onnxruntime", "openvino"):
         from .onnx_backend import OnnxBackend
 

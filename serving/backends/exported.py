@@ -28,13 +28,20 @@ def input_size(meta: dict) -> tuple[int, int]:
     return int(height), int(width)
 
 
-def run_letterboxed(runner: Runner, images: list[np.ndarray], size: tuple[int, int], task: str) -> list[Result]:
-    """Letterbox ``images`` into one batch, run it, and return results in each image's own pixels."""
+def pad_value(meta: dict) -> float:
+    """The letterbox fill of an export (exports made before it was recorded padded with 0)."""
+    return float(meta["preprocessing"].get("pad_value", 0.0))
+
+
+def run_letterboxed(runner: Runner, images: list[np.ndarray], size: tuple[int, int], task: str,
+                    pad: float = 0.0) -> list[Result]:
+    """Letterbox ``images`` into one batch (filling with ``pad``), run it, and return results in each image's own
+    pixels."""
     from zoo.letterbox import boxes_to_photo, labels_to_photo, letterbox
 
     arrays, scales = [], []
     for image in images:
-        array, scale = letterbox(Image.fromarray(image), size)
+        array, scale = letterbox(Image.fromarray(image), size, pad)
         arrays.append(array)
         scales.append(scale)
     out = runner(np.stack(arrays))

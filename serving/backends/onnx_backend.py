@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .base import Backend, Result
-from .exported import Runner, export_dir_of, info_from_metadata, input_size, run_letterboxed
+from .exported import Runner, export_dir_of, info_from_metadata, input_size, pad_value, run_letterboxed
 
 if TYPE_CHECKING:
     from ..config import ServingConfig
@@ -49,10 +49,11 @@ class OnnxBackend(Backend):
                                        providers_for(device) if runtime == "onnxruntime" else None)
         self.info = info_from_metadata(self.meta, runtime)
         self.size = input_size(self.meta)
+        self.pad = pad_value(self.meta)
         self.max_batch_size = max_batch_size
 
     def infer(self, images: list[np.ndarray]) -> list[Result]:
-        return run_letterboxed(self._run, images, self.size, self.info.task)
+        return run_letterboxed(self._run, images, self.size, self.info.task, self.pad)
 
     @classmethod
     def from_config(cls, name: str, config: ServingConfig) -> OnnxBackend:
@@ -76,9 +77,9 @@ def ensure_export(name: str, config: ServingConfig) -> Path:
     from . import load_zoo_model
 
     spec = zoo.get_spec(name)
-    size = config.image_size or spec.preprocessing.min_size
+    height, width = spec.preprocessing.input_size(config.image_size)
     weights = "pretrained" if config.pretrained else "random"
-    out = Path(config.onnx_cache) / f"{spec.name}-v{spec.version}-{size}x{size}-{weights}"
+    out = Path(config.onnx_cache) / f"{spec.name}-v{spec.version}-{height}x{width}-{weights}"
     if (out / "metadata.json").is_file():
         return out
     try:
@@ -90,7 +91,7 @@ def ensure_export(name: str, config: ServingConfig) -> Path:
         log.warning("scikit-image is not installed: exporting without the parity check")
     log.info("exporting to ONNX on first use", extra={"model": name, "folder": str(out)})
     try:
-        export_onnx(load_zoo_model(name, config), out, image_size=(size, size), parity=parity)
+        export_onnx(load_zoo_model(name, config), out, image_size=(height, width), parity=parity)
     except ExportError:
         if not (out / "metadata.json").is_file():  # another process may have published it meanwhile
             raise

@@ -7,7 +7,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
+
+from zoo.letterbox import boxes_to_photo, letterbox
 
 from .base import Backend, Detections, ModelInfo, Result
 
@@ -19,7 +22,8 @@ def to_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
 
 class TorchBackend(Backend):
     """Runs an ``nn.Module`` that follows the zoo contract (docs/design.md): detectors take a list of [3, H, W]
-    tensors on [0, 1] and return boxes in input pixels; segmenters take [B, 3, S, S] and return ``{"out": logits}``:
+    tensors on [0, 1] and return boxes in input pixels (each photo is letterboxed into ``input_size`` first, the
+    spec's :meth:`~zoo.preprocess.Preprocessing.input_size` by default, exactly as the exported backends do); segmenters take [B, 3, S, S] and return ``{"out": logits}``:
     each image is resized to S x S and its label map (argmax at S x S) resized back with nearest-neighbour.
 
     On CPU a batch of several images runs as ``streams`` single-threaded forwards side by side, one image each (the
@@ -29,7 +33,14 @@ class TorchBackend(Backend):
     """
 
     def __init__(self, model: nn.Module, info: ModelInfo, *, device: str | torch.device = "cpu",
-                 max_batch_size: int = 8, segmentation_size: int = 512, streams: int | None = None) -> None:
+                 max_batch_size: int = 8, segmentation_size: int = 512, streams: int | None = None,
+                 input_size: tuple[int, int] | None = None, pad_value: float | None = None) -> None:
+        spec = getattr(model, "spec", None)
+        pre = spec.preprocessing if spec is not None else None
+        # Detectors see each photo letterboxed into the same fixed input as the exported backends do
+        # (zoo.letterbox), so that every backend answers the same; None passes photos as they are.
+        self.input_size = input_size if input_size is not None else (pre.input_size() if pre else None)
+        self.pad_value = pad_value if pad_value is not None else (pre.pad_value if pre else 0.0)
         self.device = torch.device(device)
         self.model = model.eval().to(self.device, dtype=torch.float32)  # inputs are float32 (weights may ship f16)
         self.info = info
@@ -62,11 +73,17 @@ class TorchBackend(Backend):
     def _forward(self, images: list[np.ndarray]) -> list[Result]:
         if self.info.task == "segmentation":
             return self._segment(images)
-        outputs = self.model([to_tensor(image, self.device) for image in images])
+        if self.input_size is None:
+            inputs, scales = [to_tensor(image, self.device) for image in images], [1.0] * len(images)
+        else:
+            boxed = [letterbox(Image.fromarray(image), self.input_size, self.pad_value) for image in images]
+            inputs = [torch.from_numpy(array).to(self.device) for array, _ in boxed]
+            scales = [scale for _, scale in boxed]
+        outputs = self.model(inputs)
         return [
-            Detections(boxes=o["boxes"].float().cpu().numpy(), scores=o["scores"].float().cpu().numpy(),
-                       labels=o["labels"].cpu().numpy().astype(np.int64))
-            for o in outputs
+            Detections(boxes=boxes_to_photo(o["boxes"].float().cpu().numpy(), scale, image.shape[:2]),
+                       scores=o["scores"].float().cpu().numpy(), labels=o["labels"].cpu().numpy().astype(np.int64))
+            for o, scale, image in zip(outputs, scales, images)
         ]
 
     def _segment(self, images: list[np.ndarray]) -> list[np.ndarray]:

@@ -26,12 +26,13 @@ class TritonBackend(Backend):
     in_process = False
 
     def __init__(self, info: ModelInfo, *, url: str, protocol: str = "http", model: str | None = None,
-                 timeout_s: float = 30.0, max_batch_size: int = 8) -> None:
+                 timeout_s: float = 30.0, max_batch_size: int = 8, pad_value: float = 0.0) -> None:
         if protocol not in ("http", "grpc"):
             raise ValueError(f"protocol must be http or grpc, not {protocol!r}")
         self.info = info
         self.url, self.protocol, self.timeout_s = url, protocol, timeout_s
         self.max_batch_size = max_batch_size
+        self.pad_value = pad_value  # the letterbox fill of the model's preprocessing
         self._requested_model = model
         self._local = threading.local()  # tritonclient's HTTP client is bound to the thread that made it
         self._graph: tuple[str, tuple[int, int], list[str]] | None = None
@@ -107,7 +108,7 @@ class TritonBackend(Backend):
 
     def infer(self, images: list[np.ndarray]) -> list[Result]:
         _, size, _ = self._resolve_graph()
-        return run_letterboxed(self._run, images, size, self.info.task)
+        return run_letterboxed(self._run, images, size, self.info.task, self.pad_value)
 
     def warmup(self) -> None:
         try:
@@ -130,9 +131,11 @@ class TritonBackend(Backend):
 
     @classmethod
     def from_config(cls, name: str, config: ServingConfig) -> TritonBackend:
+        import zoo
+
         return cls(zoo_info(name, "triton"), url=config.triton_url, protocol=config.triton_protocol,
                    model=config.triton_model, timeout_s=config.request_timeout_s,
-                   max_batch_size=config.max_batch_size)
+                   max_batch_size=config.max_batch_size, pad_value=zoo.get_spec(name).preprocessing.pad_value)
 
 
 def zoo_info(name: str, backend: str) -> ModelInfo:
