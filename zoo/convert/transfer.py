@@ -9,7 +9,9 @@ Heads are found by their torchvision parameter names, so any architecture built 
 - Faster R-CNN: ``roi_heads.box_predictor.cls_score`` [K, F] and ``bbox_pred`` [4K, F] (class-specific boxes);
 - RetinaNet: ``head.classification_head.cls_logits`` [A*K, C, 3, 3], anchor-major (``a * K + k``); ``bbox_reg`` is
   class-agnostic and kept;
-- PSPNet: ``classifier.5`` [K, C, 1, 1] and, when present, ``aux_classifier.4``.
+- PSPNet: ``classifier.5`` [K, C, 1, 1] and, when present, ``aux_classifier.4``;
+- YOLOX: ``head.cls_preds.{0,1,2}`` [C, F, 1, 1] per level, without a background row (the zoo's class count still
+  counts one, so the width reported here is C + 1); boxes and objectness are class-agnostic and kept.
 Detectors always have background row 0; segmentation heads have one when ``src_background``/``dst_background`` say so.
 """
 from __future__ import annotations
@@ -25,6 +27,7 @@ from torchvision.models.detection.retinanet import RetinaNetClassificationHead
 
 from ..models.pspnet import CLASSIFIER_KEYS, init_classifier_
 from ..models.retinanet import set_background_rows_
+from ..models.yolox import PRIOR_BIAS as YOLOX_PRIOR_BIAS
 
 Mode = Literal["transfer", "reinit"]
 
@@ -32,6 +35,7 @@ _BOX_CLS = "roi_heads.box_predictor.cls_score"
 _BOX_REG = "roi_heads.box_predictor.bbox_pred"
 _ANCHOR_CLS = "head.classification_head.cls_logits"
 _ANCHOR_REG = "head.regression_head.bbox_reg"
+_YOLOX_CLS = "head.cls_preds"
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,8 @@ def _find_head(state_dict: Mapping[str, Tensor]) -> _Head | None:
     if f"{_ANCHOR_CLS}.weight" in state_dict and f"{_ANCHOR_REG}.weight" in state_dict:
         anchors = state_dict[f"{_ANCHOR_REG}.weight"].shape[0] // 4
         return _Head("anchor", state_dict[f"{_ANCHOR_CLS}.weight"].shape[0] // anchors, True)
+    if f"{_YOLOX_CLS}.0.weight" in state_dict:
+        return _Head("yolox", state_dict[f"{_YOLOX_CLS}.0.weight"].shape[0] + 1, True)
     if f"{CLASSIFIER_KEYS[0]}.weight" in state_dict:
         return _Head("segmentation", state_dict[f"{CLASSIFIER_KEYS[0]}.weight"].shape[0], False)
     return None
@@ -119,6 +125,8 @@ def transfer_head(
             rows[j + dst_extra] = None if m is None else m + src_extra
     width = len(rows)
 
+    if head.kind == "yolox":  # the tensors have no background row: drop it and shift source rows down by one
+        rows, width = [None if r is None else r - 1 for r in rows[1:]], width - 1
     out = dict(state_dict)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -141,6 +149,15 @@ def _fresh_head(
         cls_head = RetinaNetClassificationHead(state_dict[f"{_ANCHOR_CLS}.weight"].shape[1], anchors, width)
         set_background_rows_(cls_head.cls_logits, width)
         return [(_ANCHOR_CLS, cls_head.cls_logits, anchors, 1)]
+    if head.kind == "yolox":
+        layers = []
+        level = 0
+        while f"{_YOLOX_CLS}.{level}.weight" in state_dict:
+            conv = nn.Conv2d(state_dict[f"{_YOLOX_CLS}.{level}.weight"].shape[1], width, 1)
+            nn.init.constant_(conv.bias, YOLOX_PRIOR_BIAS)
+            layers.append((f"{_YOLOX_CLS}.{level}", conv, 1, 1))
+            level += 1
+        return layers
     layers = []
     for key in CLASSIFIER_KEYS:
         if f"{key}.weight" in state_dict:

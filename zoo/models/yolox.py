@@ -30,6 +30,7 @@ STRIDES: tuple[int, int, int] = (8, 16, 32)
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.03
 PRIOR_PROB = 1e-2  # initial class / objectness probability of the prediction biases
+PRIOR_BIAS = -math.log((1 - PRIOR_PROB) / PRIOR_PROB)
 
 
 class BaseConv(nn.Module):
@@ -196,9 +197,8 @@ class YOLOXHead(nn.Module):
 
     def reset_prediction_biases(self) -> None:
         """Class and objectness biases at the prior probability 0.01 (the reference's ``initialize_biases``)."""
-        bias = -math.log((1 - PRIOR_PROB) / PRIOR_PROB)
         for layer in (*self.cls_preds, *self.obj_preds):
-            nn.init.constant_(layer.bias, bias)
+            nn.init.constant_(layer.bias, PRIOR_BIAS)
 
     def forward(self, features: list[Tensor]) -> Tensor:
         outputs: list[Tensor] = []
@@ -276,8 +276,9 @@ class YOLOX(nn.Module):
     """YOLOX detector following the zoo's detection conventions (see the module docstring)."""
 
     def __init__(self, num_classes: int, *, depth: float, width: float, depthwise: bool,
-                 preprocessing: Preprocessing = YOLOX_416) -> None:
+                 preprocessing: Preprocessing = YOLOX_416, frozen_bn: bool = True) -> None:
         super().__init__()
+        self.frozen_bn = frozen_bn
         if num_classes < 2:
             raise ValueError(f"num_classes counts the background and must be >= 2, got {num_classes}")
         self.transform = LetterboxTransform(preprocessing)
@@ -286,6 +287,17 @@ class YOLOX(nn.Module):
         self.score_thresh = preprocessing.score_threshold
         self.nms_thresh = preprocessing.nms_threshold
         self.detections_per_img = preprocessing.max_detections
+
+    def train(self, mode: bool = True) -> YOLOX:
+        """Train mode; with ``frozen_bn`` (the default) BatchNorm keeps its statistics (eval mode) while its affine
+        parameters train, as torchvision's detectors freeze theirs: finetuning batches are small, and the shipped
+        weights carry folded BatchNorm whose identity statistics only hold the pretrained function when frozen."""
+        super().train(mode)
+        if mode and self.frozen_bn:
+            for module in self.modules():
+                if isinstance(module, nn.BatchNorm2d):
+                    module.eval()
+        return self
 
     def set_input_size(self, height: int, width: int) -> None:
         """Letterbox into ``height x width`` (multiples of 32) instead of the preprocessing's size."""
@@ -327,8 +339,11 @@ class YOLOX(nn.Module):
 @register_builder("yolox_nano")
 def yolox_nano(num_classes: int, *, preprocessing: Preprocessing | None = None, **kw) -> YOLOX:
     """YOLOX-Nano (depth 0.33, width 0.25, depthwise; 0.91M parameters at 80 classes); ``num_classes`` counts the
-    background (81 for COCO-80)."""
+    background (81 for COCO-80). ``frozen_bn=False`` trains BatchNorm statistics too (large-batch training from
+    scratch)."""
     compat = kw.pop("compat", "torchvision")
+    frozen_bn = bool(kw.pop("frozen_bn", True))
     if compat != "torchvision" or kw:
-        raise ValueError(f"yolox_nano takes no options beyond preprocessing, got compat={compat!r} {kw}")
-    return YOLOX(num_classes, depth=0.33, width=0.25, depthwise=True, preprocessing=preprocessing or YOLOX_416)
+        raise ValueError(f"yolox_nano takes preprocessing and frozen_bn only, got compat={compat!r} {kw}")
+    return YOLOX(num_classes, depth=0.33, width=0.25, depthwise=True, preprocessing=preprocessing or YOLOX_416,
+                 frozen_bn=frozen_bn)
