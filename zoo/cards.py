@@ -29,6 +29,16 @@ def _source(spec: ModelSpec) -> str:
     return spec.source
 
 
+def _licence_notices(spec: ModelSpec) -> list[Path]:
+    """``LICENSE.<name>*`` files beside weights that ship in the package."""
+    if spec.source is None:
+        return []
+    folder = Path(__file__).resolve().parent / "weights"
+    if Path(spec.source).parent != folder:
+        return []
+    return sorted(folder.glob(f"LICENSE.{spec.name}*"))
+
+
 def render_card(spec: ModelSpec) -> str:
     from .categories import get_categories
 
@@ -68,6 +78,13 @@ def render_card(spec: ModelSpec) -> str:
         lines += ["## Results", "", "| dataset | metric | value | of these weights | source |", "|---|---|---|---|---|"]
         lines += [f"| {m.dataset} | {m.name} | {m.value} | {'yes' if m.of_these_weights else 'no: reference figure'} "
                   f"| {m.source} |" for m in spec.metrics]
+        lines += [""]
+    notices = _licence_notices(spec)
+    if notices:
+        lines += ["## Licence notices", "", f"The weights are {spec.license}; these notices ship beside them and apply "
+                  "to anything derived from them:", ""]
+        lines += [f"- `zoo/weights/{p.name}`: {p.read_text(encoding='utf-8').strip().splitlines()[0].strip()}"
+                  for p in notices]
         lines += [""]
     preview = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
     lines += ["## Categories", "", f"Labels 1..{len(names)} name, in order: {preview}", ""]
