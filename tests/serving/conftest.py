@@ -57,6 +57,16 @@ def demo_backend() -> TorchBackend:
     return TorchBackend(model, model_info(model, "torch"), max_batch_size=4)
 
 
+@pytest.fixture(scope="session")
+def default_backend() -> TorchBackend:
+    """The embedded default (yolox_nano_coco, weights in zoo/weights) on the in-process torch backend."""
+    import zoo
+
+    torch.set_num_threads(2)
+    model = zoo.load(zoo.DEFAULT_MODEL)
+    return TorchBackend(model, model_info(model, "torch"), max_batch_size=4)
+
+
 @pytest.fixture(scope="module")
 def demo_client(demo_backend) -> Iterator[TestClient]:
     with running(ServingConfig(score_threshold=0.3), [demo_backend]) as client:

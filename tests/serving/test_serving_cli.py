@@ -33,7 +33,7 @@ def test_flags_override_environment_which_overrides_defaults():
     config = ServingConfig.from_env(env, **args)
     assert (config.backend, config.max_batch_size, config.models, config.pretrained) == ("onnxruntime", 5,
                                                                                          ["a", "b"], False)
-    assert ServingConfig.from_env({}).models == ["retinanet_lite0_neon_trees"]
+    assert ServingConfig.from_env({}).models == ["yolox_nano_coco"]
     with pytest.raises(ValueError, match="O365ZOO_SERVE_PORT"):
         ServingConfig.from_env({"O365ZOO_SERVE_PORT": "eighty"})
 
@@ -51,7 +51,7 @@ def test_a_model_that_cannot_load_ends_the_server_with_status_1(monkeypatch, tmp
     assert "could not load the models" in capsys.readouterr().err
 
 
-def test_default_server_process_logs_json_and_stops_gracefully(neon_tile):
+def test_default_server_process_logs_json_and_stops_gracefully(photos):
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "2"}
     proc = subprocess.Popen([sys.executable, "-m", "serving", "--port", str(port), "--threads", "2"],
@@ -69,9 +69,17 @@ def test_default_server_process_logs_json_and_stops_gracefully(neon_tile):
             assert time.monotonic() < deadline, "server not ready in 120 s"
             time.sleep(0.2)
         assert httpx.get(f"{url}/healthz").json()["status"] == "ok"
-        response = httpx.post(f"{url}/v1/detect", content=encode(neon_tile, "PNG"),
-                              headers={"x-request-id": "cli-test-1"}, timeout=60)
-        assert response.status_code == 200 and response.json()["model"]["name"] == "retinanet_lite0_neon_trees"
+        # the embedded default, offline: everyday objects in real photos
+        expected = {"astronaut": "person", "chelsea": "cat", "coffee": "cup"}
+        for i, (name, label) in enumerate(expected.items()):
+            response = httpx.post(f"{url}/v1/detect", content=encode(photos[name], "JPEG"),
+                                  headers={"x-request-id": f"cli-test-{i + 1}"}, timeout=60)
+            body = response.json()
+            assert response.status_code == 200 and body["model"]["name"] == "yolox_nano_coco"
+            found = [(d["name"], d["score"]) for d in body["detections"]]
+            assert found and found[0][0] == label, (name, found)  # the most confident answer
+        person = httpx.post(f"{url}/v1/detect", content=encode(photos["astronaut"], "PNG"), timeout=60).json()
+        assert person["detections"][0]["name"] == "person" and person["detections"][0]["score"] >= 0.5
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
