@@ -10,5 +10,14 @@ from .specs import DEFAULT_MODEL
 from .api import NoPublishedWeightsError, load
 from .registry import Metric, ModelSpec, UnknownModelError, get_spec, list_models
 
-__all__ = ["DEFAULT_MODEL", "Metric", "ModelSpec", "NoPublishedWeightsError", "UnknownModelError", "get_spec", "list_models", "load"]
+__all__ = ["DEFAULT_MODEL", "Metric", "detect", "ModelSpec", "NoPublishedWeightsError", "UnknownModelError", "get_spec", "list_models", "load"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # ``zoo.detect`` imports NumPy and Pillow on first use, so that ``import zoo`` stays light
+    if name == "detect":
+        from .inference import detect
+
+        return detect
+    raise AttributeError(f"module 'zoo' has no attribute {name!r}")

@@ -8,6 +8,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from .registry import get_spec, list_models
+from .specs import DEFAULT_MODEL
 
 _PLUGIN_GROUP = "objects365_zoo.cli"  # other packages (serving) add subcommands here; zoo imports none of them
 
@@ -58,27 +59,103 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+
+
+def expand_images(inputs: list[str]) -> list[Path]:
+    """Files, folders (their images, sorted) and glob patterns -> image paths; an input matching nothing raises
+    FileNotFoundError naming it."""
+    import glob
+
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file():
+            found.append(path)
+        elif glob.has_magic(item):
+            matches = sorted(Path(p) for p in glob.glob(item, recursive=True))
+            if not matches:
+                raise FileNotFoundError(f"no file matches {item!r}")
+            found += [p for p in matches if p.is_file()]
+        else:
+            raise FileNotFoundError(f"image not found: {item} (give files, folders or glob patterns)")
+    return found
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
-    import torch
-    from PIL import Image
-    from torchvision.transforms.functional import pil_to_tensor
+    from PIL import Image, UnidentifiedImageError
+    from tqdm import tqdm
 
     from .api import load
+    from .inference import detect
     from .visualize import draw_detections
 
-    model = load(args.name, device=args.device)
-    image = Image.open(args.image).convert("RGB")
-    with torch.inference_mode():
-        out = model([pil_to_tensor(image).float().div(255).to(args.device or "cpu")])[0]
-    keep = out["scores"] >= args.score_threshold
-    boxes, scores, labels = out["boxes"][keep].tolist(), out["scores"][keep].tolist(), out["labels"][keep].tolist()
-    names = [model.categories[label - 1] for label in labels]
-    for box, score, name in zip(boxes, scores, names):
-        print(f"{name:>24s}  {score:.3f}  [{', '.join(f'{v:.1f}' for v in box)}]")
+    inputs = list(args.inputs)
+    model_name = args.model
+    # `zoo predict NAME IMAGE...` (the older form): a first word that names a model and no file
+    if model_name is None and len(inputs) > 1 and not Path(inputs[0]).exists() and inputs[0] in list_models():
+        model_name = inputs.pop(0)
+    model_name = model_name or DEFAULT_MODEL
+    paths = expand_images(inputs)
+    if not paths:
+        raise FileNotFoundError(f"no images in {' '.join(inputs)} ({', '.join(IMAGE_SUFFIXES)})")
+    model = load(model_name, device=args.device, mirror=args.mirror, progress=not args.json)
+    if model.spec.task != "detection":
+        raise ValueError(f"{model_name} is a {model.spec.task} model; zoo predict runs detectors")
+    wanted = _class_filter(args.classes, model.categories)
     if args.out:
-        draw_detections(image, boxes, labels, scores, names).save(args.out)
-        print(f"wrote {args.out}", file=sys.stderr)
-    return 0
+        args.out.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    for path in tqdm(paths, desc="predict", unit="image", disable=None if len(paths) > 3 else True,
+                     file=sys.stderr):
+        try:
+            image = Image.open(path)
+            image.load()
+            image = image.convert("RGB")
+        except (UnidentifiedImageError, OSError) as exc:
+            print(f"zoo predict: {path}: not a readable image ({exc}); skipped", file=sys.stderr)
+            failed += 1
+            continue
+        found = detect(model, [image], device=args.device)[0]
+        keep = [i for i in range(len(found["scores"])) if found["scores"][i] >= args.score_threshold
+                and (wanted is None or int(found["labels"][i]) in wanted)]
+        rows = [{"name": model.categories[int(found["labels"][i]) - 1], "label": int(found["labels"][i]),
+                 "score": round(float(found["scores"][i]), 4),
+                 "box": [round(float(v), 1) for v in found["boxes"][i]]} for i in keep]
+        if args.json:
+            print(json.dumps({"image": str(path), "width": image.width, "height": image.height, "model": model_name,
+                              "detections": rows}))
+        else:
+            print(f"{path} ({image.width}x{image.height}): {len(rows)} detection{'s' if len(rows) != 1 else ''}")
+            for row in rows:
+                print(f"  {row['name']:>20s}  {row['score']:.3f}  [{', '.join(f'{v:.1f}' for v in row['box'])}]")
+        if args.out:
+            drawn = draw_detections(image, [r["box"] for r in rows], [r["label"] for r in rows],
+                                    [r["score"] for r in rows], [r["name"] for r in rows],
+                                    captions=not args.no_labels)
+            target = args.out / f"{path.stem}.jpg"
+            drawn.save(target, quality=90)
+    if args.out and not args.json:
+        print(f"annotated images in {args.out}", file=sys.stderr)
+    return 1 if failed == len(paths) else 0
+
+
+def _class_filter(classes: str | None, categories: tuple[str, ...]) -> set[int] | None:
+    """Labels of a comma-separated list of class names (None: every class); unknown names raise with close ones."""
+    if not classes:
+        return None
+    import difflib
+
+    labels = set()
+    for name in (c.strip() for c in classes.split(",") if c.strip()):
+        if name not in categories:
+            close = difflib.get_close_matches(name, categories, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ValueError(f"--classes: {name!r} is not a class of this model{hint}")
+        labels.add(categories.index(name) + 1)
+    return labels
 
 
 def _cmd_cards(args: argparse.Namespace) -> int:
@@ -114,12 +191,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dst", type=Path)
     p.add_argument("--model", default="fpn_r50_obj365", help="registry name whose layout and categories SRC has")
     p.set_defaults(fn=_cmd_convert)
-    p = sub.add_parser("predict", help="detect objects in an image")
-    p.add_argument("name")
-    p.add_argument("image", type=Path)
-    p.add_argument("--out", type=Path, help="write the image with boxes and names drawn")
+    p = sub.add_parser("predict", help="detect objects in images (files, folders, globs)")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE", help="image files, folders or glob patterns ('img/*.jpg')")
+    p.add_argument("--model", help=f"zoo model name or .safetensors (default: {DEFAULT_MODEL}, ships in the package)")
+    p.add_argument("--out", type=Path, help="folder for the images with boxes and names drawn")
+    p.add_argument("--json", action="store_true", help="one JSON line per image instead of the table")
+    p.add_argument("--no-labels", action="store_true", help="draw boxes without captions")
+    p.add_argument("--classes", help="comma-separated class names to keep, e.g. 'person,dog'")
     p.add_argument("--score-threshold", type=float, default=0.3)
     p.add_argument("--device", default=None)
+    p.add_argument("--mirror", help="base URL replacing the source's origin (or set O365ZOO_MIRROR)")
     p.set_defaults(fn=_cmd_predict)
     p = sub.add_parser("cards", help="write (or --check) model_cards/ from the registry")
     p.add_argument("--out", type=Path, default=Path("model_cards"))

@@ -20,8 +20,9 @@ def draw_detections(
     scores: Sequence[float],
     names: Sequence[str],
     width: int | None = None,
+    captions: bool = True,
 ) -> Image.Image:
-    """Return a copy of ``image`` with each box outlined and captioned ``name score``.
+    """Return a copy of ``image`` with each box outlined and (with ``captions``) captioned ``name score``.
 
     ``names[i]`` is the caption of detection ``i``; ``labels`` pick the colour."""
     out = image.convert("RGB").copy()
@@ -32,6 +33,8 @@ def draw_detections(
         x1, y1, x2, y2 = (float(v) for v in box)
         colour = _colour(int(label))
         draw.rectangle((x1, y1, x2, y2), outline=colour, width=width)
+        if not captions:
+            continue
         caption = f"{name} {float(score):.2f}"
         tx1, ty1, tx2, ty2 = draw.textbbox((x1, y1), caption, font=font)
         top = y1 - (ty2 - ty1) - 2 if y1 - (ty2 - ty1) - 2 >= 0 else y1

@@ -7,10 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 
-from zoo.letterbox import boxes_to_photo, letterbox
+from zoo.inference import detect
 
 from .base import Backend, Detections, ModelInfo, Result
 
@@ -35,12 +34,10 @@ class TorchBackend(Backend):
     def __init__(self, model: nn.Module, info: ModelInfo, *, device: str | torch.device = "cpu",
                  max_batch_size: int = 8, segmentation_size: int = 512, streams: int | None = None,
                  input_size: tuple[int, int] | None = None, pad_value: float | None = None) -> None:
-        spec = getattr(model, "spec", None)
-        pre = spec.preprocessing if spec is not None else None
         # Detectors see each photo letterboxed into the same fixed input as the exported backends do
-        # (zoo.letterbox), so that every backend answers the same; None passes photos as they are.
-        self.input_size = input_size if input_size is not None else (pre.input_size() if pre else None)
-        self.pad_value = pad_value if pad_value is not None else (pre.pad_value if pre else 0.0)
+        # (zoo.inference.detect); the defaults come from the model's spec.
+        self.input_size = input_size
+        self.pad_value = pad_value
         self.device = torch.device(device)
         self.model = model.eval().to(self.device, dtype=torch.float32)  # inputs are float32 (weights may ship f16)
         self.info = info
@@ -73,18 +70,8 @@ class TorchBackend(Backend):
     def _forward(self, images: list[np.ndarray]) -> list[Result]:
         if self.info.task == "segmentation":
             return self._segment(images)
-        if self.input_size is None:
-            inputs, scales = [to_tensor(image, self.device) for image in images], [1.0] * len(images)
-        else:
-            boxed = [letterbox(Image.fromarray(image), self.input_size, self.pad_value) for image in images]
-            inputs = [torch.from_numpy(array).to(self.device) for array, _ in boxed]
-            scales = [scale for _, scale in boxed]
-        outputs = self.model(inputs)
-        return [
-            Detections(boxes=boxes_to_photo(o["boxes"].float().cpu().numpy(), scale, image.shape[:2]),
-                       scores=o["scores"].float().cpu().numpy(), labels=o["labels"].cpu().numpy().astype(np.int64))
-            for o, scale, image in zip(outputs, scales, images)
-        ]
+        found = detect(self.model, images, input_size=self.input_size, pad_value=self.pad_value, device=self.device)
+        return [Detections(boxes=d["boxes"], scores=d["scores"], labels=d["labels"]) for d in found]
 
     def _segment(self, images: list[np.ndarray]) -> list[np.ndarray]:
         size = self.segmentation_size
