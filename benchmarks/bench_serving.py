@@ -7,7 +7,8 @@ small queue flooded to count 503 answers. Prints a table and writes benchmarks/r
 The load client writes prebuilt HTTP/1.1 requests over keep-alive connections from one asyncio loop, so that the
 client, which shares the 2 cores with the server, costs next to nothing; the image is a JPEG (``--format``).
 
-    nice python benchmarks/bench_serving.py                       # demo model + R50-FPN at 512 px, torch + onnxruntime
+    nice python benchmarks/bench_serving.py                       # default + tree model + R50-FPN 512 px
+    nice python benchmarks/bench_serving.py --models yolox --backends torch,onnxruntime,openvino
     nice python benchmarks/bench_serving.py --backends torch,onnxruntime,openvino-bf16,triton --requests 16
 
 R50-FPN runs with random weights (the published checkpoint is a download): timing only, the detections are noise.
@@ -39,14 +40,16 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 RESULTS = REPO / "benchmarks" / "results" / "bench_serving.json"
 MODELS = {  # key: (zoo name, image size override, pretrained)
+    "yolox": ("yolox_nano_coco", None, True),
     "demo": ("retinanet_lite0_neon_trees", None, True),
     "r50fpn_512": ("fpn_r50_obj365", 512, False),
 }
 
 
 def test_image(key: str, fmt: str) -> bytes:
-    """The demo model gets a NEON tile (400x400); R50-FPN scikit-image's astronaut resized to 512x512; encoded as
-    ``fmt`` (JPEG at quality 90, as cameras and browsers send photos, or PNG)."""
+    """The tree model gets a NEON tile (400x400); yolox_nano_coco scikit-image's astronaut (512x512); R50-FPN the
+    astronaut resized to 512x512; encoded as ``fmt`` (JPEG at quality 90, as cameras and browsers send photos, or
+    PNG)."""
     if key == "demo":
         from training.demo_data import ensure_demo_data
 
@@ -249,7 +252,7 @@ def run(key: str, backend: str, args: argparse.Namespace) -> dict:
 def measure(key: str, backend: str, args: argparse.Namespace, triton_url: str) -> dict:
     image = test_image(key, args.format)
     ctype = f"image/{args.format}"
-    n = args.requests if key == "demo" else max(8, args.requests // 2)
+    n = max(8, args.requests // 2) if key == "r50fpn_512" else args.requests
     out: dict = {"model": MODELS[key][0], "backend": backend, "image_format": args.format,
                  "image_bytes": len(image), "timed_requests": n,
                  "max_wait_ms": args.max_wait_ms,
@@ -298,7 +301,7 @@ def table(rows: list[dict]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="demo,r50fpn_512", help=f"comma-separated of {', '.join(MODELS)}")
+    parser.add_argument("--models", default="yolox,demo,r50fpn_512", help=f"comma-separated of {', '.join(MODELS)}")
     parser.add_argument("--backends", default="torch,onnxruntime", help="comma-separated of torch, onnxruntime, "
                                                                         "openvino, openvino-bf16, triton")
     parser.add_argument("--requests", type=int, default=16, help="timed requests per setting (R50: half)")
