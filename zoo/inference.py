@@ -8,10 +8,11 @@ divided by the letterbox scale and clipped to the photo.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from .letterbox import boxes_to_photo, letterbox
 
@@ -30,18 +31,28 @@ def input_size_of(model: nn.Module) -> tuple[int, int] | None:
     return None if spec is None else spec.preprocessing.input_size()
 
 
-def as_array(image: Image.Image | np.ndarray) -> np.ndarray:
-    """RGB uint8 ``[H, W, 3]`` of a Pillow image or an array."""
+Photo = str | Path | Image.Image | np.ndarray
+
+
+def as_array(image: Photo) -> np.ndarray:
+    """RGB uint8 ``[H, W, 3]`` of an image file (EXIF orientation applied, as the service does), a Pillow image or
+    an array."""
+    if isinstance(image, (str, Path)):
+        with Image.open(image) as opened:
+            image = ImageOps.exif_transpose(opened).convert("RGB")
     if isinstance(image, Image.Image):
         return np.asarray(image.convert("RGB"))
-    return np.asarray(image)
+    array = np.asarray(image)
+    if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
+        raise ValueError(f"expected an RGB uint8 array [H, W, 3], got {array.dtype} {array.shape}")
+    return array
 
 
-def detect(model: nn.Module, images: Sequence[Image.Image | np.ndarray], *,
+def detect(model: nn.Module, images: Sequence[Photo], *,
            input_size: tuple[int, int] | None = None, pad_value: float | None = None,
            device: str | torch.device | None = None) -> list[dict[str, np.ndarray]]:
-    """Run a zoo detector on photos: ``[{"boxes" [N, 4] xyxy, "scores" [N], "labels" [N] (1..C)}]`` in each photo's
-    pixels. ``input_size`` (H, W) defaults to :func:`input_size_of`; ``None`` there passes photos unchanged."""
+    """Run a zoo detector on photos (file paths, Pillow images or RGB uint8 arrays): ``[{"boxes" [N, 4] xyxy,
+    "scores" [N], "labels" [N] (1..C)}]`` in each photo's pixels; label ``l`` names ``model.categories[l - 1]``. ``input_size`` (H, W) defaults to :func:`input_size_of`; ``None`` there passes photos unchanged."""
     import torch
 
     size = input_size or input_size_of(model)
