@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import io
 import json
 import math
 import subprocess
@@ -15,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from evaluation_references import pycocotools_eval
 
 from training.evaluation import distributed
-from training.evaluation.citypersons import log_average_miss_rate
+from training.evaluation.citypersons import evaluate_citypersons, log_average_miss_rate
 from training.evaluation.coco import evaluate_coco, load_detections, load_ground_truth, results_from_outputs
 from training.evaluation.segmentation import ConfusionMatrix
 from training.evaluation.voc import evaluate_voc
@@ -81,27 +79,6 @@ def make_coco_fixture(seed: int, first_ann_id: int = 1) -> tuple[dict, list[dict
         d["score"] = round(d["score"], 2)
     gt = {"images": images, "annotations": anns, "categories": [{"id": c, "name": n} for c, n in CATEGORIES]}
     return gt, dets
-
-
-def pycocotools_eval(gt: dict, dets: list[dict], cat_ids: list[int] | None = None,
-                     max_dets: list[int] | None = None):
-    """The reference, run the usual way (pycocotools mutates its inputs: give it copies)."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO()
-        coco_gt.dataset = copy.deepcopy(gt)
-        coco_gt.createIndex()
-        ev = COCOeval(coco_gt, coco_gt.loadRes(copy.deepcopy(dets)), "bbox")
-        if cat_ids is not None:
-            ev.params.catIds = cat_ids
-        if max_dets is not None:
-            ev.params.maxDets = max_dets
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return ev
 
 
 @pytest.mark.parametrize("seed,first_ann_id", [(0, 1), (1, 1), (2, 0)])
@@ -248,7 +225,7 @@ def test_citypersons_miss_rate_hand_computed() -> None:
     # Detections: e (30 px < 50 / 1.25) dropped; a TP (p1); b inside region r (IoA 1) ignored; c on ignored p2
     # ignored; d FP; f TP (p4); g FP. Kept in score order: a TP, d FP, f TP, g FP
     #   FPPI (2 images) 0, 0.5, 0.5, 1.0; recall 1/3, 1/3, 2/3, 2/3.
-    # References 10^[-2 .. 0] (9): the 7 below 0.5 see FPPI 0 (miss 2/3); 0.562 and 1.0 see miss 1/3.
+    # References 0.0100 ... 1.0000 (9): the 7 below 0.5 see FPPI 0 (miss 2/3); 0.5623 and 1.0 see miss 1/3.
     gt = [
         {"boxes": [[0, 0, 40, 100], [100, 0, 120, 40], [200, 0, 240, 100], [300, 0, 400, 100]],
          "visibility": [1.0, 1.0, 0.3, 1.0], "ignore": [False, False, False, True]},
@@ -265,8 +242,31 @@ def test_citypersons_miss_rate_hand_computed() -> None:
     np.testing.assert_allclose(result.fppi, [0, 0.5, 0.5, 1.0])
     perfect = log_average_miss_rate(gt, [{"boxes": g["boxes"][:1], "scores": [1.0]} for g in gt])
     assert perfect.mr == pytest.approx(math.exp((9 * math.log(1 / 3)) / 9))  # p5 never found
-    with pytest.raises(ValueError, match="undefined"):
-        log_average_miss_rate([{"boxes": [[0, 0, 5, 5]]}], [{"boxes": [], "scores": []}])
+    undefined = log_average_miss_rate([{"boxes": [[0, 0, 5, 5]]}], [{"boxes": [], "scores": []}])
+    assert undefined.mr == -1 and np.isnan(undefined.miss_rates).all()  # the official -1: no counted pedestrian
+
+
+def test_citypersons_official_conventions() -> None:
+    two = [{"boxes": [[0, 0, 40, 100], [100, 0, 140, 100]]}]
+    # First detection a false positive, one image: FPPI 1, 1 and recall 0, 1/2. Every reference below FPPI 1 reads
+    # index -1, the official's last recall (1/2); corrected, recall 0 (miss rate 1) there.
+    fp_first = [{"boxes": [[300, 0, 340, 100], [0, 0, 40, 100]], "scores": [0.9, 0.8]}]
+    assert log_average_miss_rate(two, fp_first).mr == pytest.approx(0.5, abs=1e-12)
+    assert log_average_miss_rate(two, fp_first, corrected=True).mr == pytest.approx(0.5 ** (1 / 9), abs=1e-12)
+    # A zero miss rate makes MR^-2 exactly 0 (log(0), no 1e-10 floor).
+    assert log_average_miss_rate(two, [{"boxes": two[0]["boxes"], "scores": [0.9, 0.8]}]).mr == 0.0
+    # The top max_dets detections per image are kept before the height filter: with 2, the TP (third) is gone.
+    three = [{"boxes": [[300, 0, 340, 100], [300, 0, 340, 10], [0, 0, 40, 100]], "scores": [0.9, 0.8, 0.7]}]
+    assert log_average_miss_rate(two, three, max_dets=2).miss_rates.tolist() == [1.0] * 9
+    assert log_average_miss_rate(two, three).miss_rates.tolist() == [0.5] * 9
+    # Detection heights: h_min / 1.25 <= h < h_max * 1.25. A 93.75 px box on a 75 px pedestrian (IoU 0.8) is
+    # dropped in Reasonable_small (75 * 1.25) and kept in Reasonable.
+    small = [{"boxes": [[0, 0, 30, 75]]}]
+    tall = [{"boxes": [[0, 0, 30, 93.75]], "scores": [0.9]}]
+    results = evaluate_citypersons(small, tall)
+    assert list(results) == ["Reasonable", "Reasonable_small", "Reasonable_occ=heavy", "All"]
+    assert results["Reasonable_small"].mr == 1.0 and results["Reasonable"].mr == 0.0
+    assert results["Reasonable_occ=heavy"].mr == -1  # visibility 1 is outside [0.2, 0.65]
 
 
 def test_segmentation_confusion_matrix_hand_computed() -> None:
@@ -290,6 +290,16 @@ def test_segmentation_confusion_matrix_hand_computed() -> None:
     assert torch.equal(again.matrix, cm.matrix)
     with pytest.raises(ValueError, match="outside"):
         cm.update(torch.tensor([[0, 7]]), torch.tensor([[0, 1]]))
+
+
+def test_mean_class_accuracy_convention() -> None:
+    # Class 2 is predicted but absent from the targets. Recalls: class 0 1/2, class 1 1. Ours (MMSegmentation's
+    # mAcc) averages the classes in the targets: 3/4. torchmetrics' macro MulticlassAccuracy would also count
+    # class 2, as 0: (1/2 + 1 + 0) / 3 = 1/2. mIoU agrees between them: (1/2 + 1 + 0) / 3.
+    cm = ConfusionMatrix(3)
+    cm.update(torch.tensor([0, 2, 1]), torch.tensor([0, 0, 1]))
+    assert cm.mean_class_accuracy() == pytest.approx(3 / 4)
+    assert cm.miou() == pytest.approx(1 / 2)
 
 
 def test_distributed_helpers_are_noops_when_not_initialised() -> None:

@@ -2,7 +2,7 @@
 
     python -m training train RECIPE [key=value ...] [--init NAME] [--head transfer|reinit] [--out DIR]
     torchrun --nproc_per_node N -m training train RECIPE ...
-    python -m training eval MODEL --ann JSON --images DIR [--out FILE]
+    python -m training eval MODEL --ann PATH [--images DIR] [--metric coco|voc|voc07|citypersons|miou] [--out FILE]
     python -m training publish RUN_DIR NAME [--upload hf://org/repo/file.safetensors]
     python -m training recipes
 """
@@ -13,6 +13,7 @@ import dataclasses
 import importlib
 import json
 import logging
+import math
 from pathlib import Path
 
 log = logging.getLogger("training")
@@ -147,31 +148,30 @@ def _init_spec(init: str):
     return resolve_spec(init)[0]
 
 
-def evaluate_model(model_name: str, ann: str, images: str, *, device: str = "cpu", batch_size: int = 2) -> dict:
-    """COCO box AP of a zoo model (name or .safetensors path) on a COCO-format set; categories matched by name,
-    dataset categories the model does not know are left out."""
+def evaluate_model(model_name: str, ann: str, images: str | None = None, *, metric: str = "coco",
+                   split: str | None = None, device: str = "cpu", batch_size: int = 2) -> dict:
+    """``metric`` of a zoo model (name or .safetensors path) on a dataset (see :mod:`training.evaluation.run`);
+    COCO box AP by default, categories matched by name, dataset categories the model does not know left out."""
     import zoo
-    from .data import CocoDetection
-    from .engine import predict_coco
-    from .evaluation.coco import evaluate_coco
+    from .evaluation.run import evaluate_on
 
     model = zoo.load(model_name, pretrained=True, progress=False)
-    dataset = CocoDetection(ann, images, categories=list(model.categories), on_unknown="skip", skip_empty=False)
-    detections = predict_coco(model, dataset, device, batch_size)
-    known = sorted({int(dataset.index.category_ids[p]) for p, label in enumerate(dataset._label_of.tolist())
-                    if label > 0})
-    return evaluate_coco(ann, detections, categories=known).stats
+    return evaluate_on(model, metric, ann, images, split=split, device=device, batch_size=batch_size)
 
 
 def evaluate(args: argparse.Namespace) -> int:
+    from .evaluation.run import format_report
+
     _setup_logging()
-    stats = evaluate_model(args.model, args.ann, args.images, device=args.device or "cpu",
-                           batch_size=args.batch_size)
-    print(json.dumps(stats, indent=2))
+    for module in args.imports:
+        importlib.import_module(module)
+    values = evaluate_model(args.model, args.ann, args.images, metric=args.metric, split=args.split,
+                            device=args.device or "cpu", batch_size=args.batch_size)
+    print(format_report(args.metric, values))
     if args.out:
         from .publish import write_text
 
-        write_text(Path(args.out), json.dumps(stats, indent=2))
+        write_text(Path(args.out), json.dumps({k: None if math.isnan(v) else v for k, v in values.items()}, indent=2))
     return 0
 
 
@@ -195,6 +195,8 @@ def recipes_cmd(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .evaluation.run import METRICS
+
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -209,13 +211,19 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(fn=train)
-    e = sub.add_parser("eval", help="COCO box AP of a model on a COCO-format set")
+    e = sub.add_parser("eval", help="a model's COCO AP, VOC AP, CityPersons MR^-2 or mIoU on a dataset")
     e.add_argument("model", help="zoo model name or .safetensors")
-    e.add_argument("--ann", required=True)
-    e.add_argument("--images", required=True)
+    e.add_argument("--metric", choices=METRICS, default="coco",
+                   help="coco: --ann JSON --images DIR; voc / voc07 (11-point): --ann VOC20xx folder; citypersons: "
+                        "--ann gtBboxCityPersons --images leftImg8bit; miou: --ann VOC2012 or ADEChallengeData2016")
+    e.add_argument("--ann", required=True, help="annotation file or dataset folder (see --metric)")
+    e.add_argument("--images", help="image folder (coco, citypersons)")
+    e.add_argument("--split", help="dataset split (default: voc test, citypersons val, miou val / validation)")
+    e.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                   help="import a module first (e.g. one that registers a custom architecture); repeatable")
     e.add_argument("--device")
     e.add_argument("--batch-size", type=int, default=2)
-    e.add_argument("--out")
+    e.add_argument("--out", help="write the values as JSON (fractions; null where undefined)")
     e.set_defaults(fn=evaluate)
     p = sub.add_parser("publish", help="export a run: safetensors, spec, model card, optional upload")
     p.add_argument("run_dir")

@@ -1,50 +1,64 @@
-"""Log-average miss rate (MR^-2) for pedestrian detection, CityPersons setups.
+"""Log-average miss rate (MR^-2) of pedestrian detectors, as CityPersons' official ``eval_MR_multisetup.py``.
 
-Definition followed: Dollár et al., "Pedestrian Detection: An Evaluation of the State of the Art" (PAMI 2012),
-as implemented in the Caltech toolbox (``bbGt`` evalRes/compRoc, ``dbEval``) and used by CityPersons (Zhang et
-al., CVPR 2017) with its setups (Reasonable: height >= 50 px, visibility >= 0.65):
+CityPersons (Zhang et al., CVPR 2017) evaluates with a port of the Caltech toolbox (Dollár et al., PAMI 2012) onto
+the COCO API. Its conventions, followed exactly by default:
 
-1. A ground-truth box is ignored if flagged (ignore regions, non-pedestrian classes, crowds) or outside the setup's
-   height/visibility ranges (bounds inclusive). Ignored boxes are kept for matching, not removed.
-2. Detections whose height is outside [h_min / 1.25, h_max * 1.25] are dropped (the toolbox's expanded filter,
-   so that a box just under 50 px is not counted as a false positive).
-3. Per image, detections in descending score order take the not-yet-matched non-ignored box with the highest IoU
-   >= 0.5 (the later box on ties, as the toolbox); failing that, a detection whose intersection over its own area (IoA) with any ignored box is >= 0.5
-   is ignored (ignored boxes absorb any number of detections); otherwise it is a false positive.
-4. Over all images, non-ignored detections sorted by score give FPPI = FP / #images and recall = TP / #non-ignored
-   ground truth. For each of 9 FPPI references 10^k, k evenly spaced on [-2, 0], the miss rate is 1 - recall at
-   the last operating point with FPPI <= the reference (1 if there is none).
-5. MR^-2 = exp(mean(log(max(1e-10, miss rates)))). Boxes are continuous xyxy (no +1 pixel convention).
+1. A ground-truth box is ignored if flagged (labels other than "pedestrian", ignore regions) or outside the setup's
+   height/visibility ranges (bounds inclusive). Ignored boxes are kept for matching.
+2. Per image, the ``max_dets`` (1000) highest-scoring detections are kept (equal scores in input order), then
+   those with height h in ``h_min / 1.25 <= h < h_max * 1.25``.
+3. Detections in score order take the not-yet-matched non-ignored box with the highest IoU >= 0.5 (the later box on
+   ties); failing that, an ignored box with intersection over the detection's area >= 0.5 makes the detection
+   ignored (an ignored box absorbs any number); otherwise it is a false positive.
+4. Over all images, non-ignored detections sorted by score (equal scores: image order, then rank) give FPPI =
+   FP / #images and recall = TP / #non-ignored ground truth. At each FPPI reference of the 4-digit list 0.0100,
+   0.0178, ..., 1.0000 recall is read at index ``searchsorted(fppi, reference, "right") - 1``: the last point with
+   FPPI <= the reference, but index -1 (a reference below the first point's FPPI, i.e. before the first false
+   positive when the first detection is one) reads the *last* recall of the curve; with no detections recall is 0.
+5. MR^-2 = exp(mean(log(1 - recall))): 0 when a miss rate is 0 (no 1e-10 floor), and -1 when the setup has no
+   non-ignored ground truth (official "undefined"). Boxes are continuous xyxy (no +1 pixel convention).
+
+``corrected=True`` changes only point 4's index -1: such a reference reads recall 0 (miss rate 1), as no operating
+point has FPPI <= it. Everything else stays official.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 
 @dataclass(frozen=True)
 class Setup:
-    """Ground-truth height (px) and visibility ranges of an evaluation setup (bounds inclusive)."""
+    """An official evaluation setup: ground-truth height (px) and visibility ranges, bounds inclusive."""
 
+    name: str
     height: tuple[float, float]
     visibility: tuple[float, float]
 
 
-REASONABLE = Setup(height=(50.0, np.inf), visibility=(0.65, np.inf))
-HEAVY_OCCLUSION = Setup(height=(50.0, np.inf), visibility=(0.2, 0.65))
-ALL = Setup(height=(20.0, np.inf), visibility=(0.2, np.inf))
+_NO_BOUND = 1e5**2  # the official upper bound of open ranges
+REASONABLE = Setup("Reasonable", (50.0, _NO_BOUND), (0.65, _NO_BOUND))
+REASONABLE_SMALL = Setup("Reasonable_small", (50.0, 75.0), (0.65, _NO_BOUND))
+HEAVY_OCCLUSION = Setup("Reasonable_occ=heavy", (50.0, _NO_BOUND), (0.2, 0.65))
+ALL = Setup("All", (20.0, _NO_BOUND), (0.2, _NO_BOUND))
+SETUPS = (REASONABLE, REASONABLE_SMALL, HEAVY_OCCLUSION, ALL)
+FPPI_REFERENCES = np.array([0.0100, 0.0178, 0.0316, 0.0562, 0.1000, 0.1778, 0.3162, 0.5623, 1.0000])
 HEIGHT_MARGIN = 1.25
+MAX_DETS = 1000
 
 
 @dataclass(frozen=True)
 class MissRateResult:
-    """MR^-2 with the miss rate at each FPPI reference, and the full curve (FPPI, miss rate) in score order."""
+    """MR^-2 (-1 when undefined) with the miss rate at each FPPI reference (NaN when undefined), and the full curve
+    (FPPI, miss rate) in score order."""
 
+    setup: Setup
     mr: float
-    references: np.ndarray
     miss_rates: np.ndarray
     fppi: np.ndarray
     miss_rate_curve: np.ndarray
@@ -54,12 +68,13 @@ def _overlaps(dets: np.ndarray, gts: np.ndarray, ignore: np.ndarray) -> np.ndarr
     """[D, G] IoU, or IoA (intersection over detection area) for ignored ground truth."""
     w = np.minimum(dets[:, None, 2], gts[None, :, 2]) - np.maximum(dets[:, None, 0], gts[None, :, 0])
     h = np.minimum(dets[:, None, 3], gts[None, :, 3]) - np.maximum(dets[:, None, 1], gts[None, :, 1])
-    inter = np.clip(w, 0.0, None) * np.clip(h, 0.0, None)
+    overlap = (w > 0) & (h > 0)
+    inter = w * h
     area_d = ((dets[:, 2] - dets[:, 0]) * (dets[:, 3] - dets[:, 1]))[:, None]
     area_g = ((gts[:, 2] - gts[:, 0]) * (gts[:, 3] - gts[:, 1]))[None, :]
     union = np.where(ignore[None, :], area_d, area_d + area_g - inter)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(union > 0, inter / union, 0.0)
+        return np.where(overlap, inter / union, 0.0)
 
 
 def _match_image(d_boxes: np.ndarray, g_boxes: np.ndarray, g_ignore: np.ndarray,
@@ -82,26 +97,14 @@ def _match_image(d_boxes: np.ndarray, g_boxes: np.ndarray, g_ignore: np.ndarray,
     return result
 
 
-def log_average_miss_rate(
-    ground_truth: Sequence[Mapping],
-    detections: Sequence[Mapping],
-    *,
-    setup: Setup = REASONABLE,
-    iou_threshold: float = 0.5,
-    fppi_range: tuple[float, float] = (1e-2, 1e0),
-    num_points: int = 9,
-) -> MissRateResult:
-    """MR^-2 over aligned per-image lists (lower is better).
+_Image = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
-    ``ground_truth[i]``: ``boxes`` [N, 4] xyxy (full body), optional ``visibility`` [N] (default 1) and
-    ``ignore`` [N] bool. ``detections[i]``: ``boxes`` [M, 4] xyxy, ``scores`` [M].
-    """
+
+def _images(ground_truth: Sequence[Mapping], detections: Sequence[Mapping]) -> list[_Image]:
+    """Per image: ground-truth boxes, visibility, ignore flags; detection boxes and scores sorted by score."""
     if len(ground_truth) != len(detections):
         raise ValueError(f"{len(ground_truth)} ground-truth images but {len(detections)} detection images")
-    if not ground_truth:
-        raise ValueError("no images to evaluate")
-    scores, labels, npos = [], [], 0
-    h_lo, h_hi = setup.height
+    images = []
     for i, (g, d) in enumerate(zip(ground_truth, detections)):
         try:
             g_boxes = np.asarray(g["boxes"], dtype=np.float64).reshape(-1, 4)
@@ -114,25 +117,84 @@ def log_average_miss_rate(
         flagged = np.asarray(g.get("ignore", np.zeros(n)), dtype=bool).reshape(-1)
         if len(vis) != n or len(flagged) != n or len(d_scores) != len(d_boxes):
             raise ValueError(f"image {i}: per-box fields have different lengths")
+        order = np.argsort(-d_scores, kind="stable")
+        images.append((g_boxes, vis, flagged, d_boxes[order], d_scores[order]))
+    return images
+
+
+def _miss_rate(images: list[_Image], setup: Setup, iou_threshold: float, max_dets: int,
+               corrected: bool) -> MissRateResult:
+    scores, labels, npos = [], [], 0
+    (h_lo, h_hi), (v_lo, v_hi) = setup.height, setup.visibility
+    for g_boxes, vis, flagged, d_boxes, d_scores in images:
         height = g_boxes[:, 3] - g_boxes[:, 1]
-        ignore = (flagged | (height < h_lo) | (height > h_hi) | (vis < setup.visibility[0])
-                  | (vis > setup.visibility[1]))
+        ignore = flagged | (height < h_lo) | (height > h_hi) | (vis < v_lo) | (vis > v_hi)
         npos += int(np.count_nonzero(~ignore))
+        d_boxes, d_scores = d_boxes[:max_dets], d_scores[:max_dets]
         d_height = d_boxes[:, 3] - d_boxes[:, 1]
-        keep = np.flatnonzero((d_height >= h_lo / HEIGHT_MARGIN) & (d_height <= h_hi * HEIGHT_MARGIN))
-        keep = keep[np.argsort(-d_scores[keep], kind="stable")]
+        keep = (d_height >= h_lo / HEIGHT_MARGIN) & (d_height < h_hi * HEIGHT_MARGIN)
         result = _match_image(d_boxes[keep], g_boxes, ignore, iou_threshold)
         scores.append(d_scores[keep][result >= 0])
         labels.append(result[result >= 0])
     if npos == 0:
-        raise ValueError("no non-ignored ground truth in this setup: the miss rate is undefined")
+        return MissRateResult(setup, -1.0, np.full(len(FPPI_REFERENCES), np.nan), np.zeros(0), np.zeros(0))
     order = np.argsort(-np.concatenate(scores), kind="stable")
     tp = np.concatenate(labels)[order] == 1
-    fppi = np.cumsum(~tp) / len(ground_truth)
+    fppi = np.cumsum(~tp) / len(images)
     recall = np.cumsum(tp) / npos
-    references = np.logspace(np.log10(fppi_range[0]), np.log10(fppi_range[1]), num_points)
-    last = np.searchsorted(fppi, references, side="right") - 1  # last point with FPPI <= reference
-    miss = np.ones(num_points)
-    miss[last >= 0] = 1.0 - recall[last[last >= 0]]
-    mr = float(np.exp(np.mean(np.log(np.maximum(1e-10, miss)))))
-    return MissRateResult(mr, references, miss, fppi, 1.0 - recall)
+    at = np.zeros(len(FPPI_REFERENCES))
+    if len(recall):
+        index = np.searchsorted(fppi, FPPI_REFERENCES, side="right") - 1
+        at = np.where(index >= 0, recall[index], 0.0) if corrected else recall[index]
+    miss = 1 - at
+    mr = 0.0 if (miss == 0).any() else float(np.exp(np.mean(np.log(miss))))
+    return MissRateResult(setup, mr, miss, fppi, 1 - recall)
+
+
+def log_average_miss_rate(
+    ground_truth: Sequence[Mapping],
+    detections: Sequence[Mapping],
+    *,
+    setup: Setup = REASONABLE,
+    iou_threshold: float = 0.5,
+    max_dets: int = MAX_DETS,
+    corrected: bool = False,
+) -> MissRateResult:
+    """MR^-2 of one setup over aligned per-image lists (lower is better; -1 when undefined).
+
+    ``ground_truth[i]``: ``boxes`` [N, 4] xyxy (full body), optional ``visibility`` [N] (default 1) and
+    ``ignore`` [N] bool. ``detections[i]``: ``boxes`` [M, 4] xyxy, ``scores`` [M].
+    """
+    return _miss_rate(_images(ground_truth, detections), setup, iou_threshold, max_dets, corrected)
+
+
+def evaluate_citypersons(ground_truth: Sequence[Mapping], detections: Sequence[Mapping], *,
+                         iou_threshold: float = 0.5, max_dets: int = MAX_DETS,
+                         corrected: bool = False) -> dict[str, MissRateResult]:
+    """MR^-2 of the four official setups, keyed by name: Reasonable, Reasonable_small, Reasonable_occ=heavy, All."""
+    images = _images(ground_truth, detections)
+    return {s.name: _miss_rate(images, s, iou_threshold, max_dets, corrected) for s in SETUPS}
+
+
+def read_ground_truth(path: str | Path) -> dict[str, np.ndarray]:
+    """One ``*_gtBboxCityPersons.json`` as evaluation ground truth: full-body ``boxes`` xyxy (not clipped),
+    ``visibility`` (visible-box area / full-box area) and ``ignore`` (every label but "pedestrian"), as the official
+    CityPersons evaluation annotations are made."""
+    from training.data.citypersons import LABELS, _xyxy
+
+    path = Path(path)
+    objects = json.loads(path.read_text()).get("objects")
+    if not isinstance(objects, list):
+        raise ValueError(f"{path}: no 'objects' list")
+    boxes, visibility, ignore = [], [], []
+    for i, obj in enumerate(objects):
+        if obj.get("label") not in LABELS:
+            raise ValueError(f"{path}: objects[{i}].label = {obj.get('label')!r}; expected one of {LABELS}")
+        box = _xyxy(path, i, obj, "bbox")
+        vis = _xyxy(path, i, obj, "bboxVis") if "bboxVis" in obj else box
+        area = (box[2] - box[0]) * (box[3] - box[1])
+        boxes.append(box)
+        visibility.append((vis[2] - vis[0]) * (vis[3] - vis[1]) / area if area > 0 else 0.0)
+        ignore.append(obj["label"] != "pedestrian")
+    return {"boxes": np.array(boxes, dtype=np.float64).reshape(-1, 4), "visibility": np.array(visibility),
+            "ignore": np.array(ignore, dtype=bool)}

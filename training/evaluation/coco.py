@@ -162,21 +162,26 @@ def load_ground_truth(source: str | os.PathLike | Mapping[str, Any]) -> GroundTr
             source = json.load(f)
     if not isinstance(source, Mapping) or not {"images", "annotations", "categories"} <= source.keys():
         raise ValueError("ground truth must be a COCO dict with 'images', 'annotations' and 'categories'")
-    images = {int(img["id"]): img for img in source["images"]}
+    try:
+        images = dict(zip(_ids([img["id"] for img in source["images"]], "image id").tolist(), source["images"]))
+        cat_order = _ids([c["id"] for c in source["categories"]], "category id")
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"malformed ground-truth image or category (need id): {e}") from e
     image_ids = np.array(sorted(images), dtype=np.int64)
-    cats = sorted(source["categories"], key=lambda c: int(c["id"]))
-    category_ids = np.array([int(c["id"]) for c in cats], dtype=np.int64)
+    order = np.argsort(cat_order, kind="stable")
+    cats = [source["categories"][k] for k in order]
+    category_ids = cat_order[order]
     if len(np.unique(category_ids)) != len(category_ids):
         raise ValueError("ground truth has duplicate category ids")
     anns = source["annotations"]
     try:
         boxes = np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
-        ann_img = np.array([a["image_id"] for a in anns], dtype=np.int64)
-        category = np.array([a["category_id"] for a in anns], dtype=np.int64)
+        ann_img = _ids([a["image_id"] for a in anns], "annotation image_id")
+        category = _ids([a["category_id"] for a in anns], "annotation category_id")
         area = np.array([a["area"] if "area" in a else a["bbox"][2] * a["bbox"][3] for a in anns], dtype=np.float64)
         iscrowd = np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool)
-        ann_ids = np.array([a["id"] for a in anns], dtype=np.int64)
-    except (KeyError, TypeError, ValueError) as e:
+        ann_ids = _ids([a["id"] for a in anns], "annotation id")
+    except (KeyError, TypeError) as e:
         raise ValueError(f"malformed ground-truth annotation (need id, image_id, category_id, bbox [4]): {e}") from e
     if not np.isfinite(boxes).all() or not np.isfinite(area).all():
         raise ValueError("ground-truth boxes and areas must be finite")
@@ -187,6 +192,31 @@ def load_ground_truth(source: str | os.PathLike | Mapping[str, Any]) -> GroundTr
     names = tuple(str(c.get("name", c["id"])) for c in cats)
     return GroundTruth(image_ids, category_ids, names, image, category, boxes, area, iscrowd, ann_ids,
                        tuple(images[i] for i in image_ids.tolist()))
+
+
+def _ids(values: Any, what: str) -> np.ndarray:
+    """Integer ids as exact int64 (never through float64, which cannot hold every integer above 2^53): integers
+    within int64, or integral floats below 2^53 in magnitude (a larger float may already be a neighbouring id)."""
+    arr = np.asarray(values).reshape(-1)
+    if arr.dtype.kind == "f" and isinstance(values, (list, tuple)):  # ints among floats: check each as written
+        arr = np.array(values, dtype=object).reshape(-1)
+    if arr.dtype.kind == "O":
+        out = []
+        for v in arr.tolist():
+            v = v.item() if isinstance(v, np.generic) else v
+            if isinstance(v, float) and v.is_integer() and abs(v) < 2**53:
+                v = int(v)
+            if not isinstance(v, int) or isinstance(v, bool) or not -(2**63) <= v < 2**63:
+                raise ValueError(f"{what} must be an integer within int64 (as a float: below 2^53), got {v!r}")
+            out.append(v)
+        return np.array(out, dtype=np.int64)
+    if arr.dtype.kind == "u" and arr.size and arr.max() >= 2**63:
+        raise ValueError(f"{what} beyond int64: {arr.max()}")
+    if arr.dtype.kind == "f" and not (np.isfinite(arr) & (arr == np.round(arr)) & (np.abs(arr) < 2**53)).all():
+        raise ValueError(f"{what} must be integers (as floats: below 2^53, where float64 is still exact)")
+    if arr.dtype.kind not in "iuf":
+        raise ValueError(f"{what} must be integers, got dtype {arr.dtype}")
+    return arr.astype(np.int64)
 
 
 def _index_of(values: np.ndarray, table: np.ndarray, what: str) -> np.ndarray:
@@ -205,7 +235,8 @@ def _index_of(values: np.ndarray, table: np.ndarray, what: str) -> np.ndarray:
 def load_detections(source: Any, gt: GroundTruth) -> Detections:
     """Detections from a list of COCO result dicts, a dict of arrays (image_id, category_id, bbox [N, 4] xywh,
     score), a float array ``[N, 7]`` (image_id, x, y, w, h, score, category_id: pycocotools' layout), or a path
-    to a ``.json`` results file or ``.npy`` array."""
+    to a ``.json`` results file or ``.npy`` array. Ids stay exact int64 (up to 2^63 - 1); the float array layout
+    can only hold ids below 2^53 and refuses larger ones."""
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if path.suffix == ".npy":
@@ -220,14 +251,14 @@ def load_detections(source: Any, gt: GroundTruth) -> Detections:
         image_id, boxes, scores, category = source[:, 0], source[:, 1:5], source[:, 5], source[:, 6]
     elif isinstance(source, Mapping):
         try:
-            image_id, category = np.asarray(source["image_id"]), np.asarray(source["category_id"])
+            image_id, category = source["image_id"], source["category_id"]
             boxes, scores = np.asarray(source["bbox"], dtype=np.float64), np.asarray(source["score"])
         except KeyError as e:
             raise ValueError(f"detection dict needs image_id, category_id, bbox, score arrays: missing {e}") from e
     elif isinstance(source, Sequence):
         try:
-            image_id = np.array([d["image_id"] for d in source])
-            category = np.array([d["category_id"] for d in source])
+            image_id = [d["image_id"] for d in source]
+            category = [d["category_id"] for d in source]
             boxes = np.array([d["bbox"] for d in source], dtype=np.float64)
             scores = np.array([d["score"] for d in source], dtype=np.float64)
         except (KeyError, TypeError, ValueError) as e:
@@ -238,14 +269,11 @@ def load_detections(source: Any, gt: GroundTruth) -> Detections:
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) if n else np.zeros((0, 4))
     if not (len(category) == len(boxes) == len(scores) == n):
         raise ValueError("detection fields have different lengths")
-    image_id, category = np.asarray(image_id, dtype=np.float64), np.asarray(category, dtype=np.float64)
     scores = np.asarray(scores, dtype=np.float64)
     if not (np.isfinite(boxes).all() and np.isfinite(scores).all()):
         raise ValueError("detection boxes and scores must be finite")
-    if (image_id != np.round(image_id)).any() or (category != np.round(category)).any():
-        raise ValueError("detection image_id and category_id must be integers")
-    image = _index_of(image_id.astype(np.int64), gt.image_ids, "detection image id")
-    category = category.astype(np.int64)
+    image = _index_of(_ids(image_id, "detection image_id"), gt.image_ids, "detection image id")
+    category = _ids(category, "detection category_id")
     _index_of(category, gt.category_ids, "detection category id")
     return Detections(image, category, boxes, scores)
 

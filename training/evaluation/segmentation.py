@@ -66,7 +66,7 @@ class ConfusionMatrix:
             return np.where(union > 0, tp / union, np.nan)
 
     def miou(self) -> float:
-        """Mean IoU over classes with a defined IoU."""
+        """Mean IoU over classes with a defined IoU (as MMSegmentation and torchmetrics' macro JaccardIndex)."""
         iou = self.iou()
         return float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
 
@@ -77,7 +77,10 @@ class ConfusionMatrix:
         return float(m.diagonal().sum()) / total if total else float("nan")
 
     def mean_class_accuracy(self) -> float:
-        """Mean over classes present in the targets of the per-class recall."""
+        """Mean over the classes present in the targets of the per-class recall TP / (TP + FN): MMSegmentation's
+        ``mAcc``. Not torchmetrics' ``MulticlassAccuracy(average="macro")``, which averages over the classes present
+        in the targets *or* the predictions, a class only predicted counting 0: lower when predictions hold classes
+        the targets lack, equal otherwise."""
         m = self.matrix.double().cpu().numpy()
         gt = m.sum(1)
         return float(np.mean(np.diag(m)[gt > 0] / gt[gt > 0])) if (gt > 0).any() else float("nan")

@@ -1,10 +1,11 @@
 """PASCAL VOC detection mAP: VOC2007 11-point and VOC2010+ area (all-point) AP, difficult boxes ignored.
 
-Matching follows the VOC devkit: detections of a class in descending score order; each takes the ground-truth box
-of its image with the highest IoU (first on ties); IoU > threshold (strictly) on a difficult box makes the
-detection neither TP nor FP, on a not-yet-matched box a TP, otherwise an FP. Boxes are xyxy in inclusive pixel
-coordinates (width = x2 - x1 + 1) as in the devkit, unless ``inclusive_pixels=False``. Classes without
-non-difficult ground truth have no AP and are left out of the mean.
+Matching follows the VOC devkit: detections of a class in descending score order (equal scores in input order:
+image, then position in the image; ``voc_eval``'s ``np.argsort(-confidence)`` leaves them in no defined order);
+each takes the ground-truth box of its image with the highest IoU (first on ties); IoU > threshold (strictly) on a
+difficult box makes the detection neither TP nor FP, on a not-yet-matched box a TP, otherwise an FP. Boxes are xyxy
+in inclusive pixel coordinates (width = x2 - x1 + 1) as in the devkit, unless ``inclusive_pixels=False``. Classes
+without non-difficult ground truth have no AP and are left out of the mean (``voc_eval`` divides by zero there).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+VOC07_RECALL_THRESHOLDS = np.arange(0.0, 1.1, 0.1)  # voc_eval's expression: 0.30000000000000004, ...
 
 
 @dataclass(frozen=True)
@@ -26,17 +29,19 @@ class VocResult:
 def voc_ap(recall: np.ndarray, precision: np.ndarray, use_07_metric: bool = False) -> float:
     """AP from a precision/recall curve in detection order.
 
-    07: mean over recall thresholds k/10, k = 0..10, of the best precision at recall >= the threshold (0 if none).
+    07: mean over 11 recall thresholds of the best precision at recall >= the threshold (0 if none). The thresholds
+    are ``np.arange(0.0, 1.1, 0.1)`` as in py-faster-rcnn's and detectron2's ``voc_eval``, whose floats exceed 0.3,
+    0.6 and 0.7 (a recall of exactly 0.3 does not reach the fourth), summed as they do (``ap += p / 11``).
     Area: area under the precision envelope (precision made non-increasing from the right), summed where recall
     changes.
     """
     recall, precision = np.asarray(recall, dtype=np.float64), np.asarray(precision, dtype=np.float64)
     if use_07_metric:
-        total = 0.0
-        for t in np.arange(11) / 10:
+        ap = 0.0
+        for t in VOC07_RECALL_THRESHOLDS:
             above = precision[recall >= t]
-            total += above.max() if above.size else 0.0
-        return total / 11
+            ap += (above.max() if above.size else 0.0) / 11
+        return float(ap)
     mrec = np.concatenate([[0.0], recall, [1.0]])
     mpre = np.concatenate([[0.0], precision, [0.0]])
     mpre = np.maximum.accumulate(mpre[::-1])[::-1]
