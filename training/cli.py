@@ -175,6 +175,24 @@ def evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def finetune_cmd(args: argparse.Namespace) -> int:
+    import os
+
+    from .finetune import finetune
+
+    _setup_logging()
+    if args.mirror:
+        os.environ["O365ZOO_MIRROR"] = args.mirror
+    result = finetune(args.train, args.images, init=args.init, val=args.val, val_images=args.val_images,
+                      epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, name=args.name, out=args.out,
+                      eval_every=args.eval_every, device=args.device, workers=args.workers,
+                      progress=not args.no_progress)
+    best = f", best val box AP {result.best_ap:.4f} (epoch {result.best_epoch})" if result.best_ap is not None else ""
+    print(f"published {result.name}: {result.weights}{best}. Use it: zoo.load({result.name!r}), "
+          f"zoo predict PHOTO --model {result.name}, zoo serve --model {result.name}")
+    return 0
+
+
 def publish_cmd(args: argparse.Namespace) -> int:
     from .publish import export_run
 
@@ -211,6 +229,23 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(fn=train)
+    f = sub.add_parser("finetune", help="finetune a zoo model on your COCO or VOC data in one command")
+    f.add_argument("--train", required=True, help="COCO JSON, or a Pascal VOC folder")
+    f.add_argument("--images", help="image folder of a COCO JSON")
+    f.add_argument("--val", help="validation COCO JSON or VOC folder (evaluated every --eval-every epochs)")
+    f.add_argument("--val-images", help="image folder of --val (default: --images)")
+    f.add_argument("--init", help="starting model (default: yolox_nano_coco on a CPU, fpn_r50_obj365 on a GPU)")
+    f.add_argument("--epochs", type=float, default=30)
+    f.add_argument("--batch-size", type=int)
+    f.add_argument("--lr", type=float)
+    f.add_argument("--name", help="name to publish under: zoo.load(NAME) works afterwards")
+    f.add_argument("--out", help="run folder (default runs/<name>)")
+    f.add_argument("--eval-every", type=int, default=1, help="epochs between validations")
+    f.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    f.add_argument("--workers", type=int, default=2, help="data loader processes")
+    f.add_argument("--mirror", help="base URL replacing download origins (or set O365ZOO_MIRROR)")
+    f.add_argument("--no-progress", action="store_true")
+    f.set_defaults(fn=finetune_cmd)
     e = sub.add_parser("eval", help="a model's COCO AP, VOC AP, CityPersons MR^-2 or mIoU on a dataset")
     e.add_argument("model", help="zoo model name or .safetensors")
     e.add_argument("--metric", choices=METRICS, default="coco",
