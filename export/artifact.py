@@ -14,6 +14,7 @@ from .source import ExportSource
 
 FORMAT = "objects365-zoo-export/1"
 METADATA_FILE = "metadata.json"
+MIN_INPUT_SIDE, MAX_INPUT_PIXELS = 32, 4096 * 4096  # the input sizes export.graphs accepts
 
 
 class ExportError(RuntimeError):
@@ -62,10 +63,51 @@ def build_metadata(source: ExportSource, fmt: str, artifact: str, image_size: tu
 
 
 def read_metadata(artifact_dir: str | Path) -> dict[str, Any]:
-    path = Path(artifact_dir) / METADATA_FILE
+    """An export folder's metadata, checked before anything trusts it: the artefact it names is a file inside the
+    folder (a relative path without ``..``) and the input it declares is ``[batch, 3, H, W]`` with H, W >= 32 and at
+    most 4096 x 4096 pixels, as :func:`export.export_model` writes them. :class:`ExportError` names the file at fault
+    and what was expected of it."""
+    folder = Path(artifact_dir)
+    path = folder / METADATA_FILE
     if not path.is_file():
-        raise ExportError(f"{artifact_dir} is not an export folder (no {METADATA_FILE})")
-    return json.loads(path.read_text())
+        raise ExportError(f"{path}: missing ({folder} is not an export folder: expected {METADATA_FILE} beside the "
+                          "model file)")
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ExportError(f"{path}: not readable as JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise ExportError(f"{path}: expected a JSON object, found {type(meta).__name__}")
+    _check_artifact(path, meta.get("artifact"))
+    _check_input(path, meta.get("input"))
+    return meta
+
+
+def _check_artifact(path: Path, name: Any) -> None:
+    """``name`` (from the metadata file ``path``) must be a file inside the export folder."""
+    if not isinstance(name, str) or not name:
+        raise ExportError(f"{path}: 'artifact' must name the model file, got {name!r}")
+    folder = path.parent
+    artifact = folder / name
+    if Path(name).is_absolute() or ".." in Path(name).parts or not artifact.resolve().is_relative_to(folder.resolve()):
+        raise ExportError(f"{path}: 'artifact' must be a relative path inside the export folder without '..', got "
+                          f"{name!r}")
+    if not artifact.is_file():
+        raise ExportError(f"{artifact}: missing (the model file that {path} names)")
+
+
+def _check_input(path: Path, declared: Any) -> None:
+    """The ``input`` that the metadata file ``path`` declares must be one an export can have, so that nothing
+    allocates an absurd batch from it."""
+    shape = declared.get("shape") if isinstance(declared, dict) else None
+    try:
+        _, channels, height, width = shape
+    except (TypeError, ValueError):
+        channels = height = width = None
+    if not (channels == 3 and all(type(side) is int and side >= MIN_INPUT_SIDE for side in (height, width))
+            and height * width <= MAX_INPUT_PIXELS):
+        raise ExportError(f"{path}: input shape must be [batch, 3, H, W] with integers H, W >= {MIN_INPUT_SIDE} and "
+                          f"H x W <= {MAX_INPUT_PIXELS} pixels, got {shape!r}")
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

@@ -164,8 +164,12 @@ def _handler_for(server: PayloadServer) -> type[BaseHTTPRequestHandler]:
             pieces = 8 if server.throttle_s else 1
             step = -(-len(body) // pieces) or 1
             for i in range(0, len(body), step):
-                self.wfile.write(body[i:i + step])
-                self.wfile.flush()
+                try:
+                    self.wfile.write(body[i:i + step])
+                    self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up (a deadline, a full disk)
+                    self.close_connection = True
+                    return
                 if server.throttle_s:
                     time.sleep(server.throttle_s / pieces)
 

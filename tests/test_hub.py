@@ -1,11 +1,14 @@
 """zoo.hub against a real HTTP server on 127.0.0.1 (tests/hub_server.py), never a mocked client."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import multiprocessing
 import os
 import random
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from huggingface_hub import constants as hf_constants
@@ -329,4 +332,78 @@ def test_checksum_error_through_a_mirror_names_both_urls(tmp_path, server):
     with pytest.raises(hub.ChecksumError) as err:
         hub.fetch(source, sha256=DIGEST, cache_dir=tmp_path, mirror=server.origin, progress=False)
     assert source in str(err.value) and server.url(PATH) in str(err.value)
+    assert cache_files(tmp_path) == []
+
+
+def test_trickling_server_fails_at_the_deadline_then_the_next_fetch_resumes(tmp_path, server):
+    server.throttle_s = 4.0  # 8 pieces 0.5 s apart: never silent for the 30 s socket timeout, but 4 s in all
+    url = server.url(PATH)
+    began = time.monotonic()
+    with pytest.raises(hub.DownloadError, match="too slow: still running after the deadline of 1 s") as err:
+        hub.fetch(url, sha256=DIGEST, cache_dir=tmp_path, progress=False, deadline=1.0)
+    assert time.monotonic() - began < 2.5
+    assert url in str(err.value) and hub.DEADLINE_ENV in str(err.value)
+    final = hub.cache_path(url, tmp_path)
+    kept = final.with_name(final.name + ".part").stat().st_size
+    assert 0 < kept < len(PAYLOAD) and not final.exists()
+    server.throttle_s = 0.0
+    assert hub.fetch(url, sha256=DIGEST, cache_dir=tmp_path, progress=False).read_bytes() == PAYLOAD
+    assert server.get_requests(PATH)[1].range == f"bytes={kept}-"
+
+
+def test_minimum_rate_from_the_environment_fails_a_trickle(tmp_path, server, monkeypatch):
+    server.throttle_s = 4.0  # ~75 kB/s
+    url = server.url(PATH)
+    monkeypatch.setenv(hub.MIN_RATE_ENV, "1e6")
+    with pytest.raises(hub.DownloadError, match=r"too slow: \d+ bytes/s over the last \d\.\d s, below the minimum "
+                                                r"of 1000000 bytes/s \(min_rate= or \$O365ZOO_DOWNLOAD_MIN_RATE\)"):
+        hub.fetch(url, sha256=DIGEST, cache_dir=tmp_path, progress=False, timeout=0.6)  # rate measured over 0.6 s
+    monkeypatch.setenv(hub.MIN_RATE_ENV, "fast")
+    with pytest.raises(ValueError, match=hub.MIN_RATE_ENV):
+        hub.fetch(url, cache_dir=tmp_path, progress=False)
+
+
+def test_disk_too_small_for_the_announced_size_fails_and_removes_the_partial_file(tmp_path, server, monkeypatch):
+    url = server.url(PATH)
+    final = hub.cache_path(url, tmp_path)
+    final.parent.mkdir(parents=True)
+    final.with_name(final.name + ".part").write_bytes(PAYLOAD[:1000])  # an earlier partial download
+    monkeypatch.setattr(hub.shutil, "disk_usage", lambda path: SimpleNamespace(free=5000))
+    with pytest.raises(hub.NoSpaceError, match=f"not enough space in {final.parent}: the file needs {len(PAYLOAD)} "
+                                               "bytes .* and 5000 bytes .* are free"):
+        hub.fetch(url, sha256=DIGEST, cache_dir=tmp_path, progress=False)
+    assert cache_files(tmp_path) == []
+
+
+class _DiskFillsAfter:
+    """A file open for writing on a disk with ``room`` bytes left: then it fails as a full disk does."""
+
+    def __init__(self, f, room: int) -> None:
+        self.f, self.room = f, room
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.f.close()
+
+    def write(self, data: bytes) -> int:
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.room -= len(data)
+        return self.f.write(data)
+
+    def __getattr__(self, name: str):
+        return getattr(self.f, name)
+
+
+def test_disk_full_while_writing_removes_the_partial_file(tmp_path, server, monkeypatch):
+    server.throttle_s = 0.4  # 8 writes of 37.5 kB: the third finds the disk full
+    url = server.url(PATH)
+    monkeypatch.setattr(hub, "open", lambda path, mode="r": _DiskFillsAfter(open(path, mode), 100_000)
+                        if mode in ("wb", "ab") else open(path, mode), raising=False)
+    with pytest.raises(hub.NoSpaceError, match=f"the file needs {len(PAYLOAD)} bytes") as err:
+        hub.fetch(url, sha256=DIGEST, cache_dir=tmp_path, progress=False)
+    assert url in str(err.value) and err.value.needed == len(PAYLOAD)
+    assert isinstance(err.value.__cause__, OSError) and err.value.__cause__.errno == errno.ENOSPC
     assert cache_files(tmp_path) == []

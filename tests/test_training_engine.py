@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -87,7 +88,27 @@ def _cli(args: list[str], **kw) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
 
-def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
+def _kill_mid_period(args: list[str], run: Path, after: int) -> int:
+    """Train in ``run`` and SIGKILL the process once it has logged an iteration >= ``after`` that is 2 past a
+    checkpoint (period 4), so that the resumed run logs two or three iterations again; return the dead pid."""
+    victim = _cli([*args, "--out", str(run)])
+    metrics = run / "metrics.jsonl"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        lines = metrics.read_text().splitlines() if metrics.is_file() else []
+        try:
+            last = json.loads(lines[-1])["iteration"] if lines else 0
+        except ValueError:  # a line being written
+            last = 0
+        if last >= after and last % 4 == 2:
+            break
+        time.sleep(0.01)
+    victim.send_signal(signal.SIGKILL)
+    assert victim.wait(timeout=30) == -signal.SIGKILL
+    return victim.pid
+
+
+def test_sigkill_twice_then_resume_equals_uninterrupted_run_with_one_metrics_row_per_iteration(tmp_path):
     ann, images = make_coco_set(tmp_path / "data", O365_NAMES, O365_IDS, images=16)
     args = ["coco_faster_rcnn_1x", f"train_ann={ann}", f"train_images={images}", *TINY, "max_iter=60",
             "steps=40", "checkpoint_period=4", "ims_per_gpu=2", "batch_size=2", "lr=0.01", "--init", "none",
@@ -96,17 +117,12 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
     assert full.wait(timeout=120) == 0, full.stdout.read()
 
     run = tmp_path / "killed"
-    victim = _cli([*args, "--out", str(run)])
-    metrics = run / "metrics.jsonl"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if metrics.is_file() and len(metrics.read_text().splitlines()) >= 10:
-            break
-        time.sleep(0.02)
-    victim.send_signal(signal.SIGKILL)
-    assert victim.wait(timeout=30) == -signal.SIGKILL
+    _kill_mid_period(args, run, after=10)
+    pid = _kill_mid_period(args, run, after=ckpt.load(run / "last.pt")["iteration"] + 10)
     killed_at = ckpt.load(run / "last.pt")["iteration"]
-    assert 4 <= killed_at < 60
+    assert 16 <= killed_at < 60
+    debris = run / f".last.pt.{pid}.a1b2c3d4.tmp"  # what a SIGKILL in the middle of a checkpoint save leaves
+    debris.write_bytes(b"half a checkpoint")
     resumed = _cli([*args, "--out", str(run)])
     out = resumed.communicate(timeout=120)[0]
     assert resumed.returncode == 0, out
@@ -115,7 +131,13 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
     assert a["iteration"] == b["iteration"] == 60
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
-    assert (run / "metrics.csv").read_text().startswith("iteration,lr,loss,")
+    assert not debris.exists() and not list(run.glob(".*.tmp"))
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [row["iteration"] for row in logged] == list(range(1, 61))
+    full_log = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert [row["loss"] for row in logged] == [row["loss"] for row in full_log]
+    rows = (run / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("iteration,lr,loss,") and [int(r.split(",")[0]) for r in rows[1:]] == list(range(1, 61))
 
 
 def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path):
@@ -129,6 +151,27 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path):
     state = ckpt.load(tmp_path / "run" / "last.pt")
     assert 1 <= state["iteration"] < 50
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_bit_flip_in_last_checkpoint_resumes_from_the_previous_one_with_a_warning(tmp_path, caplog):
+    ann, images = make_coco_set(tmp_path / "data", O365_NAMES, O365_IDS, images=8)
+    recipe = _recipe(max_iter=4, steps=(), ims_per_gpu=2, batch_size=2, lr=0.01, checkpoint_period=2)
+    run, ctx = tmp_path / "run", Context(0, 1, 0, torch.device("cpu"))
+    Trainer(_model(), _dataset(ann, images), recipe, run, ctx, progress=False).fit()
+    assert ckpt.load(run / "last.pt")["iteration"] == 4 and ckpt.load(run / "last.previous.pt")["iteration"] == 2
+    data = bytearray((run / "last.pt").read_bytes())
+    weights = ckpt.load(run / "last.pt")["model"]["head.classification_head.cls_logits.weight"]
+    data[data.index(weights.numpy().tobytes()[:64]) + 1] ^= 0x10  # one bit of one weight
+    (run / "last.pt").write_bytes(bytes(data))
+
+    with caplog.at_level(logging.WARNING):
+        trainer = Trainer(_model(), _dataset(ann, images), recipe, run, ctx, progress=False)
+        assert trainer.fit()["iteration"] == 4
+    assert f"{run / 'last.pt'}: content sha256" in caplog.text
+    assert f"resuming from the previous checkpoint {run / 'last.previous.pt'}" in caplog.text
+    assert ckpt.load(run / "last.pt")["iteration"] == 4
+    logged = [json.loads(line)["iteration"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert logged == [1, 2, 3, 4]
 
 
 def test_pretrain_transfer_finetune_evaluate_publish(tmp_path):

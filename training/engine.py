@@ -4,11 +4,14 @@
 - DDP: one process per device under ``torchrun``; global batch = ``ims_per_gpu`` x world size; the sampler hands each
   rank its slice of the same global batch, so N processes follow the single-process trajectory.
 - Checkpoints (``last.pt``): every ``checkpoint_period`` iterations, at the end, and when SIGTERM arrives (the loop
-  finishes the iteration, saves and returns ``interrupted``). Written atomically; resume restores model, optimizer,
-  scheduler, scaler, RNG states of every rank, and the sampler position (a function of the iteration).
+  finishes the iteration, saves and returns ``interrupted``). Written atomically with a checksum, the one before kept
+  as ``last.previous.pt``; temporaries of a writer killed mid-save are removed at the next start. Resume verifies the
+  checksum (falling back to the previous checkpoint with a warning) and restores model, optimizer, scheduler, scaler,
+  RNG states of every rank, and the sampler position (a function of the iteration).
 - A non-finite loss stops the run with :class:`NonFiniteLossError` before the bad step touches the weights; the last
   checkpoint on disk is the last good one.
-- Metrics: ``metrics.jsonl`` and ``metrics.csv`` in the run folder, TensorBoard when installed; tqdm bar with ETA.
+- Metrics: ``metrics.jsonl`` and ``metrics.csv`` in the run folder, TensorBoard when installed; tqdm bar with ETA. A
+  resume drops the rows after the checkpoint's iteration, which the run logs again: one row per logged iteration.
 """
 from __future__ import annotations
 
@@ -28,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+
+from zoo.atomic import atomic_write, remove_stale
 
 from . import checkpoint as ckpt
 from . import distributed as dist_utils
@@ -86,21 +91,47 @@ def segmentation_collate(batch: list) -> tuple[torch.Tensor, list]:
 
 
 class MetricsLog:
-    """Append-only JSONL + CSV (columns fixed by the first row) + TensorBoard when ``tensorboard`` is installed."""
+    """JSONL + CSV (columns fixed by the first row) + TensorBoard when ``tensorboard`` is installed, appended to from
+    ``start_iteration``: rows logged after it by an earlier, killed process (the run resumes from that iteration and
+    logs them again) are dropped, in all three."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, start_iteration: int = 0) -> None:
         self.jsonl = folder / "metrics.jsonl"
         self.csv = folder / "metrics.csv"
         self.columns: list[str] | None = None
-        if self.csv.is_file():
-            with open(self.csv, newline="") as f:
-                self.columns = next(csv.reader(f), None)
+        rows = self._rows_up_to(start_iteration)
+        with atomic_write(self.jsonl, "w") as f:
+            f.writelines(json.dumps(row) + "\n" for row in rows)
+        if rows:
+            self.columns = list(rows[0])
+            with atomic_write(self.csv, "w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(self.columns)
+                writer.writerows([row.get(c, "") for c in self.columns] for row in rows)
+        else:
+            self.csv.unlink(missing_ok=True)
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             self.tb = None
         else:
-            self.tb = SummaryWriter(str(folder / "tensorboard"))
+            self.tb = SummaryWriter(str(folder / "tensorboard"), purge_step=start_iteration + 1)
+
+    def _rows_up_to(self, iteration: int) -> list[dict]:
+        """The complete JSONL rows logged at or before ``iteration`` (a line cut short by a kill is dropped)."""
+        if not self.jsonl.is_file():
+            return []
+        rows = []
+        for line in self.jsonl.read_text().splitlines(keepends=True):
+            if not line.endswith("\n"):
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if row["iteration"] <= iteration:
+                rows.append(row)
+        return rows
 
     def write(self, row: dict[str, float]) -> None:
         with open(self.jsonl, "a") as f:
@@ -170,10 +201,12 @@ class Trainer:
         return self.out_dir / CHECKPOINT
 
     def resume(self) -> bool:
-        """Restore ``last.pt`` if the run folder has one; True when something was restored."""
-        if not self.checkpoint_path.is_file():
+        """Restore ``last.pt`` (or, when it does not verify, the one before) if the run folder has one; True when
+        something was restored."""
+        latest = ckpt.load_latest(self.checkpoint_path)
+        if latest is None:
             return False
-        state = ckpt.load(self.checkpoint_path)
+        state, path = latest
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -188,7 +221,7 @@ class Trainer:
         if state.get("recipe") != self.recipe.to_dict():
             changed = sorted(k for k, v in self.recipe.to_dict().items() if (state.get("recipe") or {}).get(k) != v)
             log.warning("resuming with a changed recipe (fields: %s)", ", ".join(changed))
-        log.info("resumed from %s at iteration %d", self.checkpoint_path, self.iteration)
+        log.info("resumed from %s at iteration %d", path, self.iteration)
         return True
 
     def save_checkpoint(self) -> None:
@@ -237,8 +270,10 @@ class Trainer:
         """Train to ``recipe.max_iter`` (from the checkpoint if one exists). Returns ``{"iteration", "interrupted"}``."""
         r = self.recipe
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.ctx.is_main:
+            remove_stale(self.out_dir)
         self.resume()
-        metrics = MetricsLog(self.out_dir) if self.ctx.is_main else None
+        metrics = MetricsLog(self.out_dir, self.iteration) if self.ctx.is_main else None
         previous = signal.signal(signal.SIGTERM, self._on_sigterm)
         bar = None
         if self.ctx.is_main and self.progress:

@@ -9,11 +9,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
+from zoo.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -22,16 +21,9 @@ EVAL_INFO = "eval.json"
 
 
 def write_text(path: Path, text: str) -> None:
-    """Atomic text write (temp file in the same folder, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Atomic text write (:func:`zoo.atomic.atomic_write`)."""
+    with atomic_write(path, "w") as f:
+        f.write(text)
 
 
 def category_key(names: tuple[str, ...], fallback: str) -> tuple[str, bool]:

@@ -134,27 +134,49 @@ def _pretrained_state_dict(spec: ModelSpec, weights: Path | None, **fetch_kw) ->
 
 
 def _converted(spec: ModelSpec, path: Path) -> tuple[dict, tuple[str, ...] | None]:
-    """Convert a foreign checkpoint once; the result is cached as safetensors beside the download."""
+    """Convert a foreign checkpoint once; the result is cached as safetensors beside the download, its metadata
+    naming the source's sha256 and its own sha256 recorded in ``<file>.sha256`` (``sha256sum`` format). A cached
+    file that fails either check is converted again, with a warning."""
+    import warnings
+
+    from . import hub
+    from .atomic import atomic_write
     from .checkpoint import load_weights, save_weights
     from .convert import get_converter, mmdet_classes, read_foreign_checkpoint
 
     cached = path.with_name(path.name + f".{spec.converter}.safetensors")
+    record = cached.with_name(cached.name + ".sha256")
+    source_sha256 = hub.sha256_file(path)
     if cached.is_file():
-        state_dict, meta = load_weights(cached)
-        if meta.get("source_identity") == _identity(path):
+        problem = _cache_problem(cached, record, source_sha256)
+        if problem is None:
+            state_dict, meta = load_weights(cached)
             return state_dict, tuple(json.loads(meta["categories"])) if meta.get("categories") else None
+        warnings.warn(f"{cached}: {problem}; converting {path} again", stacklevel=4)
     state_dict, meta = read_foreign_checkpoint(path)
     names = _checkpoint_categories(spec, mmdet_classes(meta))
     state_dict = get_converter(spec.converter)(state_dict)
-    save_weights(state_dict, cached, {"model": spec.name, "source": spec.source, "source_identity": _identity(path),
+    save_weights(state_dict, cached, {"model": spec.name, "source": spec.source, "source_sha256": source_sha256,
                                       "categories": list(names) if names else ""})
+    with atomic_write(record, "w") as f:
+        f.write(f"{hub.sha256_file(cached)}  {cached.name}\n")
     return state_dict, names
 
 
-def _identity(path: Path) -> str:
-    """Size and mtime of the download the conversion came from (hub.fetch has just verified its sha256)."""
-    st = path.stat()
-    return f"{st.st_size}:{st.st_mtime_ns}"
+def _cache_problem(cached: Path, record: Path, source_sha256: str) -> str | None:
+    """Why the converted file ``cached`` cannot be used (None when it can): its sha256 must be the one in ``record``
+    and its metadata must name the source's."""
+    from . import hub
+    from .checkpoint import read_metadata
+
+    recorded = record.read_text().split()[:1] if record.is_file() else []
+    if not recorded:
+        return f"no sha256 recorded in {record}"
+    if (actual := hub.sha256_file(cached)) != recorded[0]:
+        return f"sha256 {actual}, expected {recorded[0]} (recorded in {record}): the file changed after it was written"
+    if (converted_from := read_metadata(cached).get("source_sha256")) != source_sha256:
+        return f"converted from a source with sha256 {converted_from}, not the current {source_sha256}"
+    return None
 
 
 def _checkpoint_categories(spec: ModelSpec, class_names: list[str] | None) -> tuple[str, ...] | None:

@@ -1,18 +1,19 @@
 """Reading and writing weights safely.
 
 Our weights are safetensors with the spec's metadata; foreign checkpoints (e.g. MMDetection ``.pth``) load with
-``torch.load(..., weights_only=True)`` so that a pickle carrying arbitrary objects is refused. Every write goes to a
-temporary file in the destination folder and is renamed into place, so an interrupted write never leaves a half file.
+``torch.load(..., weights_only=True)`` so that a pickle carrying arbitrary objects is refused. Every write goes through
+:func:`zoo.atomic.atomic_write`, so an interrupted write never leaves a half file.
 """
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import pickle
-import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+from .atomic import atomic_write
 
 FORMAT = "objects365-zoo/1"
 
@@ -27,23 +28,13 @@ def save_weights(state_dict: Mapping[str, Any], path: str | Path, metadata: Mapp
     from safetensors.torch import save
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"format": FORMAT}
     for key, value in (metadata or {}).items():
         meta[key] = value if isinstance(value, str) else json.dumps(value)
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state_dict.items()}
     data = _canonical_header(save(tensors, metadata=meta))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_write(path) as f:
+        f.write(data)
     return path
 
 
@@ -59,9 +50,7 @@ def _canonical_header(data: bytes) -> bytes:
 
 def load_weights(path: str | Path) -> tuple[dict[str, Any], dict[str, str]]:
     """Read a safetensors file: ``(state_dict, metadata)``."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt", device="cpu") as f:
+    with _safe_open(path) as f:
         metadata = dict(f.metadata() or {})
         state_dict = {k: f.get_tensor(k) for k in f.keys()}
     return state_dict, metadata
@@ -69,10 +58,20 @@ def load_weights(path: str | Path) -> tuple[dict[str, Any], dict[str, str]]:
 
 def read_metadata(path: str | Path) -> dict[str, str]:
     """The metadata of a safetensors file, without reading its tensors."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt", device="cpu") as f:
+    with _safe_open(path) as f:
         return dict(f.metadata() or {})
+
+
+@contextlib.contextmanager
+def _safe_open(path: str | Path) -> Iterator[Any]:
+    """``safetensors.safe_open`` whose errors (truncated file, bad header) name the file."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            yield f
+    except SafetensorError as exc:
+        raise ValueError(f"{path}: not a readable safetensors file ({exc})") from None
 
 
 def load_foreign(path: str | Path) -> Any:
@@ -82,6 +81,9 @@ def load_foreign(path: str | Path) -> Any:
     try:
         with torch.serialization.safe_globals(_numpy_scalar_globals()):
             return torch.load(str(path), map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError) as exc:  # torch's zip reader on a truncated file, or an empty one
+        reason = next(iter(str(exc).splitlines()), type(exc).__name__)
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint (truncated or another format: {reason})") from None
     except pickle.UnpicklingError as exc:
         raise UnsafeCheckpointError(
             f"{path}: refused to load: the checkpoint contains Python objects beyond tensors and plain containers "

@@ -11,13 +11,28 @@ Cached files are trusted by re-hashing, not by a sidecar record: sha256 runs at 
 checkpoint costs ~0.1 s, less than deserialising it), and re-hashing also catches files edited, truncated or bit-rotted
 after they were written, and accepts files an air-gapped user copies into the cache layout by hand. A cached file with
 no expected digest is trusted because the downloader only ever renames a complete download to the final path.
+
+Limits of an http(s) download (each an argument of :func:`fetch`, else an environment variable, else the default):
+
+- ``timeout`` (30 s): for each socket operation; a server silent that long fails the download;
+- ``deadline`` (``$O365ZOO_DOWNLOAD_DEADLINE``, 3600 s): for the whole download, connection included;
+- ``min_rate`` (``$O365ZOO_DOWNLOAD_MIN_RATE``, 10000 bytes/s): the least average rate over every ``timeout``
+  seconds, so a server that trickles bytes fails too.
+
+0 turns ``deadline`` or ``min_rate`` off; both are checked as bytes arrive, so a silent server is caught by
+``timeout``. A download stopped by a limit or the network keeps its ``.part`` file, and the next fetch resumes it; one
+the disk cannot hold (announced size above the free space, or ENOSPC while writing) removes it and says how much space
+it needed.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.client
 import os
 import re
+import shutil
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -30,7 +45,11 @@ from tqdm.auto import tqdm
 CACHE_ENV = "O365ZOO_CACHE"
 MIRROR_ENV = "O365ZOO_MIRROR"
 DEFAULT_CACHE = "~/.cache/objects365-zoo"
+DEADLINE_ENV = "O365ZOO_DOWNLOAD_DEADLINE"
+MIN_RATE_ENV = "O365ZOO_DOWNLOAD_MIN_RATE"
 TIMEOUT_S = 30.0  # seconds per socket operation (connect, each read), not for the whole download
+DEADLINE_S = 3600.0  # seconds for a whole download
+MIN_RATE = 10_000.0  # bytes per second, averaged over every TIMEOUT_S
 _CHUNK = 1 << 20
 _HEX = re.compile(r"[0-9a-f]{8,64}")
 _USER_AGENT = "objects365-zoo (+urllib)"
@@ -46,6 +65,16 @@ class DownloadError(HubError):
     def __init__(self, url: str, reason: str) -> None:
         super().__init__(f"download of {url} failed: {reason}")
         self.url = url
+
+
+class NoSpaceError(HubError):
+    """The cache's disk cannot hold the download; its partial file was removed."""
+
+    def __init__(self, url: str, folder: Path, needed: int | None, free: int) -> None:
+        size = f"needs {_size(needed)}" if needed is not None else "announced no size"
+        super().__init__(f"download of {url} failed: not enough space in {folder}: the file {size} and "
+                         f"{_size(free)} are free (free some space or move the cache with ${CACHE_ENV})")
+        self.url, self.folder, self.needed, self.free = url, folder, needed, free
 
 
 class ChecksumError(HubError):
@@ -148,13 +177,18 @@ def fetch(
     progress: bool = True,
     force: bool = False,
     timeout: float = TIMEOUT_S,
+    deadline: float | None = None,
+    min_rate: float | None = None,
 ) -> Path:
     """Resolve ``source`` to a local file whose sha256 matches ``sha256`` (a full digest or a prefix of >= 8 hex).
 
     ``mirror`` (default ``$O365ZOO_MIRROR``) replaces the origin of http(s) sources and is the Hub endpoint of hf://
     sources. A cached file that verifies is returned without any network call; ``force`` downloads again.
     hf:// files go to huggingface-hub's cache, or to ``<cache_dir>/huggingface`` when ``cache_dir`` is given.
-    Raises :class:`ChecksumError` (wrong bytes), :class:`DownloadError` (network), FileNotFoundError (local path).
+    ``timeout``, ``deadline`` (default ``$O365ZOO_DOWNLOAD_DEADLINE``, else 3600 s) and ``min_rate`` (bytes/s,
+    default ``$O365ZOO_DOWNLOAD_MIN_RATE``, else 10000) limit an http(s) download (module docstring; 0: no limit).
+    Raises :class:`ChecksumError` (wrong bytes), :class:`DownloadError` (network, limits), :class:`NoSpaceError`
+    (disk full), FileNotFoundError (local path).
     """
     expected = normalize_sha256(sha256) if sha256 else None
     if mirror is None:
@@ -162,7 +196,8 @@ def fetch(
     if source.startswith("hf://"):
         return _fetch_hf(parse_hf(source), expected, cache_dir, mirror, progress, force)
     if source.startswith(("http://", "https://")):
-        return _fetch_url(source, expected, cache_dir, mirror, progress, force, timeout)
+        limits = _setting(deadline, DEADLINE_ENV, DEADLINE_S), _setting(min_rate, MIN_RATE_ENV, MIN_RATE)
+        return _fetch_url(source, expected, cache_dir, mirror, progress, force, _Pace(timeout, *limits))
     if "://" in source:
         raise ValueError(f"unsupported source {source!r}: use hf://, https://, http:// or a local path")
     return _fetch_local(Path(source).expanduser(), expected)
@@ -203,7 +238,7 @@ def _fetch_local(path: Path, expected: str | None) -> Path:
 
 def _fetch_url(
     url: str, expected: str | None, cache_dir: str | Path | None, mirror: str | None, progress: bool, force: bool,
-    timeout: float,
+    pace: _Pace,
 ) -> Path:
     final = cache_path(url, cache_dir)
     if not force and _cached(final, expected):
@@ -219,7 +254,8 @@ def _fetch_url(
             final.unlink()
         remote = apply_mirror(url, mirror)
         part = final.with_name(final.name + ".part")
-        actual = _download(remote, part, progress, timeout)
+        pace.start()
+        actual = _download(remote, part, progress, pace)
         if expected is not None and not actual.startswith(expected):
             part.unlink()
             raise ChecksumError(url if remote == url else f"{url} (from {remote})", expected, actual)
@@ -231,21 +267,72 @@ def _cached(path: Path, expected: str | None) -> bool:
     return path.is_file() and (expected is None or _matches(sha256_file(path), expected))
 
 
-def _download(url: str, part: Path, progress: bool, timeout: float) -> str:
+class _Pace:
+    """The limits of one download: ``timeout`` per socket operation, ``deadline`` seconds in all, and at least
+    ``min_rate`` bytes/s over every ``timeout`` seconds (0: no deadline, no minimum rate)."""
+
+    def __init__(self, timeout: float, deadline: float, min_rate: float) -> None:
+        self.timeout, self.deadline, self.min_rate = timeout, deadline, min_rate
+        self.start()
+
+    def start(self) -> None:
+        self.started = self.window_start = time.monotonic()
+        self.window_bytes = 0
+
+    def socket_timeout(self) -> float:
+        """``timeout``, shortened to what is left of the deadline."""
+        if not self.deadline:
+            return self.timeout
+        return max(0.001, min(self.timeout, self.started + self.deadline - time.monotonic()))
+
+    def check(self, url: str, part: Path, received: int) -> None:
+        """Account for ``received`` more bytes; raise :class:`DownloadError` when a limit is broken."""
+        now = time.monotonic()
+        self.window_bytes += received
+        if self.deadline and now - self.started > self.deadline:
+            raise self._too_slow(url, part, f"still running after the deadline of {self.deadline:g} s (deadline= "
+                                            f"or ${DEADLINE_ENV})")
+        elapsed = now - self.window_start
+        if self.min_rate and elapsed >= self.timeout:
+            if self.window_bytes / elapsed < self.min_rate:
+                raise self._too_slow(url, part, f"{self.window_bytes / elapsed:.0f} bytes/s over the last "
+                                                f"{elapsed:.1f} s, below the minimum of {self.min_rate:.0f} bytes/s "
+                                                f"(min_rate= or ${MIN_RATE_ENV})")
+            self.window_start, self.window_bytes = now, 0
+
+    @staticmethod
+    def _too_slow(url: str, part: Path, reason: str) -> DownloadError:
+        return DownloadError(url, f"too slow: {reason}; the bytes received stay in {part} and the next fetch "
+                                  "resumes from them")
+
+
+def _setting(value: float | None, env: str, default: float) -> float:
+    """``value``, else the number in ``$env``, else ``default``."""
+    if value is not None:
+        return value
+    text = os.environ.get(env, "").strip()
+    try:
+        return float(text) if text else default
+    except ValueError:
+        raise ValueError(f"${env} must be a number, got {text!r}") from None
+
+
+def _download(url: str, part: Path, progress: bool, pace: _Pace) -> str:
     """Download ``url`` into ``part``, resuming what is there; return the full sha256 of the complete file.
 
-    On any network failure the bytes received so far stay in ``part`` for the next call to resume.
+    On a network failure or a broken ``pace`` the bytes received so far stay in ``part`` for the next call to
+    resume; when the disk cannot hold the file, ``part`` is removed (:class:`NoSpaceError`).
     """
     start = part.stat().st_size if part.exists() else 0
     headers = {"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"}
     if start:
         headers["Range"] = f"bytes={start}-"
     try:
-        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=pace.socket_timeout())
     except urllib.error.HTTPError as e:
         if e.code == 416 and start:  # the partial file is not a prefix of what is served now
             part.unlink()
-            return _download(url, part, progress, timeout)
+            return _download(url, part, progress, pace)
         raise DownloadError(url, f"HTTP {e.code} {e.reason}") from e
     except (OSError, http.client.HTTPException) as e:
         raise DownloadError(url, _reason(e)) from e
@@ -260,12 +347,15 @@ def _download(url: str, part: Path, progress: bool, timeout: float) -> str:
             with open(part, "rb") as f:
                 while chunk := f.read(_CHUNK):
                     digest.update(chunk)
-            mode = "ab"
+            mode, kept = "ab", start
         else:  # no partial file, or the server ignored Range and sends the whole body
-            start, mode = 0, "wb"
+            mode, kept = "wb", 0
         length = response.headers.get("Content-Length")
-        total = start + int(length) if length and length.isdigit() else None
-        bar = tqdm(total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
+        total = kept + int(length) if length and length.isdigit() else None
+        # appending needs total - start more bytes; rewriting needs total, less the start bytes it truncates
+        if total is not None and total - start > shutil.disk_usage(part.parent).free:
+            raise _no_space(url, part, total)
+        bar = tqdm(total=total, initial=kept, unit="B", unit_scale=True, unit_divisor=1024,
                    desc=Path(part.name).stem, disable=not progress, leave=False)
         try:
             with bar, open(part, mode) as f:
@@ -273,9 +363,14 @@ def _download(url: str, part: Path, progress: bool, timeout: float) -> str:
                     f.write(chunk)
                     digest.update(chunk)
                     bar.update(len(chunk))
+                    pace.check(url, part, len(chunk))
                 f.flush()
                 os.fsync(f.fileno())
         except (OSError, http.client.HTTPException) as e:
+            if getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+                raise _no_space(url, part, total) from e
+            if isinstance(e, TimeoutError):  # a read cut short by the deadline: say so
+                pace.check(url, part, 0)
             raise DownloadError(url, f"{_reason(e)} after {part.stat().st_size} bytes") from e
     size = part.stat().st_size
     if total is not None and size != total:
@@ -283,9 +378,19 @@ def _download(url: str, part: Path, progress: bool, timeout: float) -> str:
     return digest.hexdigest()
 
 
+def _no_space(url: str, part: Path, total: int | None) -> NoSpaceError:
+    """Remove ``part``; the error says what the file needs and what is free then."""
+    part.unlink(missing_ok=True)
+    return NoSpaceError(url, part.parent, total, shutil.disk_usage(part.parent).free)
+
+
 def _range_start(content_range: str | None) -> int | None:
     match = re.match(r"bytes (\d+)-", content_range or "")
     return int(match.group(1)) if match else None
+
+
+def _size(n: int) -> str:
+    return f"{n} bytes ({tqdm.format_sizeof(n, 'B')})"
 
 
 def _reason(error: BaseException) -> str:

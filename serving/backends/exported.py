@@ -60,6 +60,19 @@ def run_letterboxed(runner: Runner, images: list[np.ndarray], size: tuple[int, i
     return results
 
 
+def check_onnx_file(path: Path) -> None:
+    """Raise a one-line ``ExportError`` naming ``path`` when it does not parse as an ONNX model (truncated,
+    overwritten); a runtime's own error about such a file runs to many lines."""
+    import onnx
+
+    from export.artifact import ExportError
+
+    try:
+        onnx.load_model(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError, OSError
+        raise ExportError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from None
+
+
 def export_dir_of(path: Path) -> Path:
     """An export folder, given the folder or the ``model.onnx`` inside it."""
     return path.parent if path.suffix == ".onnx" else path

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .base import Backend, Result
-from .exported import Runner, export_dir_of, info_from_metadata, input_size, pad_value, run_letterboxed
+from .exported import (Runner, check_onnx_file, export_dir_of, info_from_metadata, input_size, pad_value,
+                       run_letterboxed)
 
 if TYPE_CHECKING:
     from ..config import ServingConfig
@@ -35,18 +36,25 @@ class OnnxBackend(Backend):
 
     def __init__(self, export_dir: str | Path, *, device: str = "cpu", threads: int | None = None,
                  max_batch_size: int = 8, runtime: str = "onnxruntime", precision: str = "f32") -> None:
-        from export import read_metadata
         from export.api import runner_for
+        from export.artifact import METADATA_FILE, ExportError, read_metadata
         from export.graphs import DETECTION_OUTPUTS
 
         export_dir = export_dir_of(Path(export_dir))
-        self.meta = read_metadata(export_dir)
+        self.meta = read_metadata(export_dir)  # checks the artefact's path and the declared input size
         path = export_dir / self.meta["artifact"]
+        if self.meta.get("artifact_format") != "onnx":
+            raise ExportError(f"{export_dir / METADATA_FILE}: expected an ONNX export, found artifact_format "
+                              f"{self.meta.get('artifact_format')!r}")
         if runtime == "openvino" and not device.startswith("cpu"):
             raise ValueError(f"the openvino backend runs on the CPU, not {device!r}")
         fetch = ["labels"] if self.meta["task"] == "segmentation" else list(DETECTION_OUTPUTS)
-        self._run: Runner = runner_for("onnx", path, fetch, runtime, precision, threads,
-                                       providers_for(device) if runtime == "onnxruntime" else None)
+        providers = providers_for(device) if runtime == "onnxruntime" else None
+        try:
+            self._run: Runner = runner_for("onnx", path, fetch, runtime, precision, threads, providers)
+        except Exception:
+            check_onnx_file(path)  # a file that does not parse: one line naming it, not the runtime's many
+            raise
         self.info = info_from_metadata(self.meta, runtime)
         self.size = input_size(self.meta)
         self.pad = pad_value(self.meta)
