@@ -83,23 +83,16 @@ def resolve_spec(name: str) -> tuple[ModelSpec, Path | None]:
     path = Path(name)
     if not (name.endswith(".safetensors") and path.is_file()):
         return get_spec(name), None
-    from dataclasses import fields, replace
+    from dataclasses import replace
 
-    from .checkpoint import read_metadata
-    from .preprocess import Preprocessing
-    from .registry import Metric, list_models
+    from .registry import list_models, safetensors_metadata, spec_from_dict
 
-    meta = read_metadata(path)
+    meta = safetensors_metadata(path)
     local = {"source": str(path.resolve()), "sha256": None, "file_size": path.stat().st_size, "converter": None}
     if meta.get("model") in list_models():
         return replace(get_spec(meta["model"]), **local), path
     try:
-        data = json.loads(meta["spec"])
-        data = {f.name: data[f.name] for f in fields(ModelSpec) if f.name in data}
-        data["preprocessing"] = Preprocessing.from_dict(data["preprocessing"])
-        data["metrics"] = tuple(Metric(**m) for m in data.get("metrics", ()))
-        data["datasets"] = tuple(data.get("datasets", ()))
-        return ModelSpec(**{**data, **local}), path
+        return spec_from_dict(json.loads(meta["spec"]), **local), path
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{path}: its metadata names no registered model and no complete spec ({exc!r}); it was "
                          f"not written by objects365-zoo: convert it first with `zoo convert`") from None
