@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -23,7 +25,16 @@ from . import logs
 from .backends import Backend, Detections, create_backend
 from .batching import DynamicBatcher, Outcome
 from .config import ServingConfig
-from .errors import BackendUnavailable, ModelNotFound, NotReady, ServingError, WrongTask
+from .errors import (
+    BackendUnavailable,
+    InternalError,
+    ModelNotFound,
+    NotReady,
+    Overloaded,
+    RequestTimeout,
+    ServingError,
+    WrongTask,
+)
 from .limits import DecodedImage, decode_image, read_upload
 from .metrics import Metrics
 from .results import (
@@ -62,13 +73,16 @@ IMAGE_BODY = {
 }
 _ERRORS = {status: {"model": ErrorResponse, "description": text} for status, text in {
     404: "Unknown model.",
+    408: "The upload was not received within the body deadline; the connection is closed.",
     413: "Upload too large, or too many pixels (decompression bomb).",
     415: "Not a JPEG, PNG or WebP image.",
     422: "Corrupt or truncated image, or bad parameters.",
+    500: "Internal error (a bug); quote the request id when reporting it.",
     503: "Not ready, queue full (see Retry-After) or backend unreachable.",
-    504: "Inference did not finish within the request timeout.",
+    504: "Decoding and inference did not finish within the request timeout.",
 }.items()} | {400: {"description": "Malformed HTTP request, refused by the HTTP parser before the application "
-                                   "(e.g. an overlong URL); plain-text body."}}
+                                   "(e.g. an overlong URL); plain-text body. So is the 503 of a server past its "
+                                   "connection limit."}}
 
 
 T = TypeVar("T")
@@ -91,6 +105,8 @@ class ServerState:
         # spin-waiting to almost nothing once more threads have run parallel regions than there are CPUs, so
         # inference split over threads ran 86 vs 59 ms for the demo model on 2 cores (bench_inference_threads.py).
         self.compute: ThreadPoolExecutor | None = None  # made by load, shut down by close
+        self.decoders: ThreadPoolExecutor | None = None  # decodes uploads for the other backends, as many at once
+        self.decoding: Counter[str] = Counter()  # per model: uploads being decoded (or waiting for a decoding thread)
 
     async def on_compute(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` on the compute thread."""
@@ -101,6 +117,7 @@ class ServerState:
     async def load(self) -> None:
         """Create (or, after a restart of the app's lifespan, re-create) the backends' batchers and warm them up."""
         self.compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compute")
+        self.decoders = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="decode")
         self.backends, self.batchers, self.ready, self.load_error = {}, {}, False, None
         try:
             backends = self._given
@@ -135,9 +152,29 @@ class ServerState:
         if self._given is None:  # backends handed in are their owner's to close
             for backend in self.backends.values():
                 await self.on_compute(backend.close)
-        if self.compute is not None:
-            self.compute.shutdown(wait=True, cancel_futures=True)
-            self.compute = None
+        for executor in (self.compute, self.decoders):
+            if executor is not None:
+                executor.shutdown(wait=True, cancel_futures=True)
+        self.compute = self.decoders = None
+
+    async def decode(self, backend: Backend, batcher: DynamicBatcher, data: bytes, declared: str | None
+                     ) -> DecodedImage:
+        """Decode an upload as one of the model's queued requests: refused (503) when decodes and queue together
+        reach ``queue_size``, and holding its place until the decode has ended, even after its request timed out
+        (a decode not started by then never runs). In-process backends decode on the compute thread: beside
+        inference a decode would steal a core from its threads."""
+        name = backend.info.name
+        if self.decoding[name] + batcher.depth >= self.config.queue_size:
+            raise Overloaded(f"model {name!r} has {self.config.queue_size} requests decoding or queued; retry later",
+                             headers={"Retry-After": str(batcher.retry_after_s)})
+        executor = self.compute if backend.in_process else self.decoders
+        if executor is None:
+            raise NotReady("models are not loaded", headers={"Retry-After": "5"})
+        loop = asyncio.get_running_loop()
+        self.decoding[name] += 1
+        job = executor.submit(decode_image, data, declared, self.config.max_pixels)
+        job.add_done_callback(lambda _: loop.call_soon_threadsafe(self.decoding.subtract, [name]))
+        return await asyncio.wrap_future(job)
 
     def resolve(self, name: str | None, task: str) -> tuple[Backend, DynamicBatcher]:
         if not self.ready:
@@ -154,7 +191,8 @@ class ServerState:
 
 
 class RequestContext:
-    """ASGI middleware: request id (from X-Request-ID or new), access log, request metrics."""
+    """ASGI middleware: request id (from X-Request-ID or new), access log, request metrics, and the answer to an
+    exception nothing else handled: a JSON 500 carrying the request id, the traceback logged once."""
 
     def __init__(self, app: ASGIApp, state: ServerState, paths: set[str]) -> None:
         self.app, self.state, self.paths = app, state, paths
@@ -168,18 +206,24 @@ class RequestContext:
         rid = given if 0 < len(given) <= 128 and given.isprintable() else uuid.uuid4().hex
         token = logs.request_id.set(rid)
         scope.setdefault("state", {})["request_id"] = rid
-        status = 500
+        status, answered = 500, False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, answered
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, answered = message["status"], True
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", rid.encode("latin-1"))]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            if answered:  # too late for an answer: the server logs it and drops the connection
+                raise
+            log.exception("unhandled error")
+            error = InternalError("internal error; quote the request id when reporting it")
+            await _error(error.status, error.code, error.message, Request(scope))(scope, receive, send_with_id)
         finally:
             seconds = time.perf_counter() - started
             path = scope["path"] if scope["path"] in self.paths else "other"
@@ -239,12 +283,6 @@ def create_app(config: ServingConfig | None = None, backends: Sequence[Backend] 
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return _error(exc.status_code, code, str(exc.detail), request, getattr(exc, "headers", None))
 
-    async def read_image(request: Request, backend: Backend) -> DecodedImage:
-        data, declared = await read_upload(request, config.max_upload_bytes)
-        if backend.in_process:  # decoding beside inference would steal a core from its threads
-            return await state.on_compute(decode_image, data, declared, config.max_pixels)
-        return await run_in_threadpool(decode_image, data, declared, config.max_pixels)
-
     async def run(request: Request, model: str | None, task: str, classes: str | None
                   ) -> tuple[Backend, DecodedImage, Outcome, set[int] | None, float]:
         started = time.perf_counter()
@@ -253,10 +291,16 @@ def create_app(config: ServingConfig | None = None, backends: Sequence[Backend] 
         selected = parse_classes(classes, backend.info.categories, backend.info.label_offset,
                                  background=task == "segmentation")
         batcher.check_capacity()
-        image = await read_image(request, backend)
-        decoded = time.perf_counter()
-        state.metrics.queue_depth.labels(backend.info.name).set(batcher.depth)
-        outcome = await batcher.submit(image.pixels, config.request_timeout_s)
+        data, declared = await read_upload(request, config.max_upload_bytes, config.body_timeout_s)
+        try:
+            async with asyncio.timeout(config.request_timeout_s):
+                image = await state.decode(backend, batcher, data, declared)
+                decoded = time.perf_counter()
+                state.metrics.queue_depth.labels(backend.info.name).set(batcher.depth)
+                outcome = await batcher.submit(image.pixels, config.request_timeout_s)
+        except TimeoutError:
+            raise RequestTimeout(f"decoding and inference did not finish within {config.request_timeout_s:g} s"
+                                 ) from None
         return backend, image, outcome, selected, (decoded - started) * 1000
 
     def timings(request_started: float, decode_ms: float, outcome: Outcome) -> Timings:

@@ -8,8 +8,13 @@ import sys
 from collections.abc import Sequence
 from dataclasses import MISSING, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config import BACKENDS, ENV_PREFIX, ServingConfig
+
+if TYPE_CHECKING:
+    import uvicorn
+    from starlette.types import ASGIApp
 
 log = logging.getLogger("serving")
 
@@ -68,9 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     app = create_app(config)
     log.info("starting", extra={"models": config.models, "backend": config.backend, "host": config.host,
                                 "port": config.port})
-    server = uvicorn.Server(uvicorn.Config(
-        app, host=config.host, port=config.port, log_config=None, access_log=False,
-        timeout_graceful_shutdown=int(config.shutdown_timeout_s), lifespan="on"))
+    server = uvicorn.Server(uvicorn_config(app, config))
     state = app.state.serving
     state.on_load_error = lambda: setattr(server, "should_exit", True)
     server.run()
@@ -78,6 +81,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: could not load the models: {state.load_error}", file=sys.stderr)
         return 1
     return 0
+
+
+def uvicorn_config(app: ASGIApp, config: ServingConfig) -> uvicorn.Config:
+    """uvicorn's settings for the app: address, connection limit, keep-alive, header and body deadlines, no
+    WebSockets (the API has none), logs through the app's JSON logging."""
+    import uvicorn
+
+    from .limits import deadline_protocol
+
+    return uvicorn.Config(
+        app, host=config.host, port=config.port, log_config=None, access_log=False, lifespan="on", ws="none",
+        http=deadline_protocol(config.header_timeout_s, config.body_timeout_s),
+        limit_concurrency=config.max_connections, timeout_keep_alive=config.keep_alive_s,
+        timeout_graceful_shutdown=int(config.shutdown_timeout_s))
 
 
 def _check_models(config: ServingConfig) -> None:

@@ -41,7 +41,8 @@ class ServingConfig:
     max_wait_ms: float = field(default=0.0, metadata={"help": "how long a batch waits to fill after its first image "
                                                               "(0: it takes what queued while the worker was busy)"})
     queue_size: int = field(default=64, metadata={"help": "requests waiting per model before 503 + Retry-After"})
-    request_timeout_s: float = field(default=30.0, metadata={"help": "per-request limit for queue + inference (504)"})
+    request_timeout_s: float = field(default=30.0, metadata={"help": "per-request limit for decoding + queue + "
+                                                                    "inference (504)"})
     max_upload_bytes: int = field(default=20 * 1024 * 1024, metadata={"help": "largest accepted upload (413)"})
     max_pixels: int = field(default=40_000_000, metadata={"help": "largest decoded image, width x height (413)"})
     score_threshold: float = field(default=0.3, metadata={"help": "default score threshold of a request"})
@@ -58,6 +59,14 @@ class ServingConfig:
     log_level: str = field(default="info", metadata={"help": "debug, info, warning, error"})
     shutdown_timeout_s: float = field(default=15.0, metadata={"help": "grace period for in-flight requests on "
                                                                       "SIGTERM/SIGINT"})
+    max_connections: int = field(default=512, metadata={"help": "open connections (and requests in progress) at "
+                                                                "once; past it a request gets a plain-text 503"})
+    header_timeout_s: float = field(default=20.0, metadata={"help": "a request's headers must arrive within this "
+                                                                    "(from its first byte, or the connection's "
+                                                                    "opening), else the connection is closed"})
+    body_timeout_s: float = field(default=60.0, metadata={"help": "an upload must arrive within this after its "
+                                                                  "headers (408, then the connection is closed)"})
+    keep_alive_s: int = field(default=15, metadata={"help": "an idle keep-alive connection is closed after this"})
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -74,9 +83,12 @@ class ServingConfig:
             raise ValueError(f"score threshold must be in [0, 1], not {self.score_threshold}")
         if self.streams is not None and self.streams < 1:
             raise ValueError("streams must be at least 1")
-        for name in ("max_batch_size", "queue_size", "max_upload_bytes", "max_pixels"):
+        for name in ("max_batch_size", "queue_size", "max_upload_bytes", "max_pixels", "max_connections"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        for name in ("header_timeout_s", "body_timeout_s", "keep_alive_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> ServingConfig:

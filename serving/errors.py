@@ -26,6 +26,10 @@ class InvalidImage(ServingError):
     status, code = 422, "invalid_image"
 
 
+class UploadTimeout(ServingError):
+    status, code = 408, "request_timeout"
+
+
 class BadParameter(ServingError):
     status, code = 422, "bad_parameter"
 
@@ -52,3 +56,9 @@ class NotReady(ServingError):
 
 class RequestTimeout(ServingError):
     status, code = 504, "timeout"
+
+
+class InternalError(ServingError):
+    """A bug: an exception nothing else turned into an answer (logged with its traceback)."""
+
+    status, code = 500, "internal_error"

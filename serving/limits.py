@@ -1,29 +1,33 @@
-"""Reading an upload within limits and decoding it into RGB pixels, safely.
+"""Reading an upload within limits and decoding it into RGB pixels, safely; the HTTP server's read deadlines.
 
-Every way an upload can be wrong ends in a :class:`~serving.errors.ServingError` with a 4xx status: too many bytes
-(413), too many pixels declared in the header, i.e. a decompression bomb (413, found before any pixel is decoded), a
-type other than JPEG, PNG or WebP (415), an empty, corrupt or truncated file (422).
+Every way an upload can be wrong ends in a :class:`~serving.errors.ServingError` with a 4xx status: too slow to
+arrive (408), too many bytes (413), too many pixels declared in the header, i.e. a decompression bomb (413, found
+before any pixel is decoded), a type other than JPEG, PNG or WebP (415), an empty, corrupt or truncated file (422).
 """
 from __future__ import annotations
 
+import asyncio
 import io
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps
+from PIL import ExifTags, Image, ImageFile
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect, Request
 
-from .errors import BadParameter, InvalidImage, PayloadTooLarge, UnsupportedMediaType
+from .errors import BadParameter, InvalidImage, PayloadTooLarge, UnsupportedMediaType, UploadTimeout
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, never a half-grey image
 
 MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 ACCEPTED_CONTENT_TYPES = (*MEDIA_TYPES.values(), "application/octet-stream")
 _DECLARED_FORMAT = {"image/jpeg": "JPEG", "image/jpg": "JPEG", "image/png": "PNG", "image/webp": "WEBP"}
+_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+              5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+              8: Image.Transpose.ROTATE_90}  # EXIF orientation -> the transposition that shows the image upright
 
 
 @dataclass(frozen=True)
@@ -64,23 +68,28 @@ async def _limited(stream: AsyncIterator[bytes], max_bytes: int) -> AsyncIterato
         yield chunk
 
 
-async def read_upload(request: Request, max_bytes: int) -> tuple[bytes, str | None]:
-    """The uploaded file's bytes and declared media type, from a multipart form (first file part) or the raw body."""
+async def read_upload(request: Request, max_bytes: int, timeout_s: float) -> tuple[bytes, str | None]:
+    """The uploaded file's bytes and declared media type, from a multipart form (first file part) or the raw body,
+    read within ``timeout_s`` (408 and the connection closed after, for a client too slow to send it)."""
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > max_bytes:
         raise PayloadTooLarge(f"upload of {length} bytes exceeds the limit of {max_bytes} bytes")
     declared = _media_type(request.headers.get("content-type"))
     try:
-        if declared == "multipart/form-data":
-            return await _read_multipart(request, max_bytes)
-        if declared is not None and declared not in ACCEPTED_CONTENT_TYPES and declared not in _DECLARED_FORMAT:
-            raise UnsupportedMediaType(
-                f"content type {declared!r} is not accepted; send JPEG, PNG or WebP as the raw body "
-                "(image/jpeg, image/png, image/webp, application/octet-stream) or as a multipart/form-data file"
-            )
-        chunks = [chunk async for chunk in _limited(request.stream(), max_bytes)]
+        async with asyncio.timeout(timeout_s):
+            if declared == "multipart/form-data":
+                return await _read_multipart(request, max_bytes)
+            if declared is not None and declared not in ACCEPTED_CONTENT_TYPES and declared not in _DECLARED_FORMAT:
+                raise UnsupportedMediaType(
+                    f"content type {declared!r} is not accepted; send JPEG, PNG or WebP as the raw body "
+                    "(image/jpeg, image/png, image/webp, application/octet-stream) or as a multipart/form-data file"
+                )
+            chunks = [chunk async for chunk in _limited(request.stream(), max_bytes)]
     except ClientDisconnect:
         raise BadParameter("client disconnected before the upload was complete") from None
+    except TimeoutError:
+        raise UploadTimeout(f"the upload was not received within {timeout_s:g} s",
+                            headers={"Connection": "close"}) from None
     return b"".join(chunks), declared
 
 
@@ -112,15 +121,19 @@ def decode_image(data: bytes, declared: str | None, max_pixels: int) -> DecodedI
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=[fmt])
+            image = Image.open(io.BytesIO(data), formats=[fmt])  # reads the header only: the size, no pixels
             width, height = image.size
             if width * height > max_pixels:
                 raise PayloadTooLarge(
                     f"image of {width}x{height} pixels exceeds the limit of {max_pixels} pixels"
                 )
             image.load()
-            image = ImageOps.exif_transpose(image)
-            rgb = image.convert("RGB")
+            transpose = _orientation(image)
+            if image.mode.startswith("I"):  # 16-bit grey (PNG): the top byte; convert() clips all over 255 to white
+                image = Image.fromarray((np.asarray(image).clip(0, 65535) >> 8).astype(np.uint8))
+            if transpose is not None:
+                image = image.transpose(transpose)
+            rgb = image if image.mode == "RGB" else image.convert("RGB")
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise PayloadTooLarge("image declares more pixels than the decoder allows (decompression bomb)") from None
     except (OSError, SyntaxError, ValueError, EOFError, Image.UnidentifiedImageError) as exc:
@@ -128,3 +141,51 @@ def decode_image(data: bytes, declared: str | None, max_pixels: int) -> DecodedI
     if rgb.width == 0 or rgb.height == 0:
         raise InvalidImage("image has zero width or height")
     return DecodedImage(pixels=np.array(rgb, dtype=np.uint8), format=fmt)
+
+
+def _orientation(image: Image.Image) -> Image.Transpose | None:
+    """The transposition the EXIF orientation tag asks for. Read, never rewritten as ``ImageOps.exif_transpose``
+    does: re-encoding a malformed EXIF block raised struct.error or TypeError, for an image that decodes fine."""
+    return _TRANSPOSE.get(image.getexif().get(ExifTags.Base.Orientation))
+
+
+def deadline_protocol(header_timeout_s: float, body_timeout_s: float) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol (httptools) with the read deadlines uvicorn lacks: a request's headers must arrive
+    within ``header_timeout_s`` of its first byte (or of the connection opening), else the connection is closed
+    (slow-loris); its body within ``body_timeout_s`` of the headers, else the connection closes once the request is
+    answered (the endpoints reading an upload answer 408 at that deadline)."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class DeadlineProtocol(HttpToolsProtocol):
+        _deadline: asyncio.TimerHandle | None = None
+
+        def _arm(self, seconds: float, expire: Callable[[], None]) -> None:
+            self._disarm()
+            self._deadline = self.loop.call_later(seconds, expire)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm(header_timeout_s, transport.close)
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._arm(header_timeout_s, self.transport.close)
+
+        def on_headers_complete(self) -> None:
+            super().on_headers_complete()
+            self._arm(body_timeout_s, self.shutdown)  # close now if answered, else after the answer
+
+        def on_message_complete(self) -> None:
+            self._disarm()
+            super().on_message_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return DeadlineProtocol

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -9,6 +10,12 @@ import numpy as np
 from .backends.base import Detections
 from .errors import BadParameter
 from .schemas import RLE, Detection, SegmentClass
+
+_LABEL = re.compile(r"(-?)0*([0-9]+)")
+
+
+def _shorten(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def parse_classes(text: str | None, categories: Sequence[str], offset: int = 1,
@@ -28,16 +35,19 @@ def parse_classes(text: str | None, categories: Sequence[str], offset: int = 1,
     for token in (t.strip() for t in text.split(",")):
         if not token:
             continue
-        if token.lstrip("-").isdigit():
-            label = int(token)
-            if not lowest <= label < len(categories) + offset:
-                raise BadParameter(f"class label {label} is out of range {lowest}..{len(categories) + offset - 1}")
+        number = _LABEL.fullmatch(token)
+        if number:  # ASCII digits only (str.isdigit takes "²", which int() refuses), any count of leading zeros
+            sign, digits = number.groups()
+            label = int(sign + digits) if len(digits) <= 9 else None  # int() refuses over 4300 digits
+            if label is None or not lowest <= label < len(categories) + offset:
+                raise BadParameter(f"class label {_shorten(token)} is out of range "
+                                   f"{lowest}..{len(categories) + offset - 1}")
             labels.add(label)
         elif token.lower() in by_name:
             labels.add(by_name[token.lower()])
         else:
             sample = ", ".join(list(categories)[:8])
-            raise BadParameter(f"unknown class {token!r}; this model's classes include: {sample}"
+            raise BadParameter(f"unknown class {_shorten(token)!r}; this model's classes include: {sample}"
                                f"{', ...' if len(categories) > 8 else ''} (see GET /v1/models)")
     return labels
 
