@@ -1,4 +1,4 @@
-"""The training loop: SGD with warmup + multi-step or poly decay, AMP, gradient clipping, DDP, exact resume.
+"""The training loop: SGD with warmup + multi-step, poly or cosine decay, AMP, gradient clipping, DDP, exact resume.
 
 - AMP: fp16 with a grad scaler on GPU, bf16 autocast on CPU (``recipe.amp``).
 - DDP: one process per device under ``torchrun``; global batch = ``ims_per_gpu`` x world size; the sampler hands each
@@ -19,12 +19,13 @@ import bisect
 import csv
 import json
 import logging
+import math
 import signal
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -67,10 +68,13 @@ class LRFactor:
         if self.schedule == "poly":
             t = min(it, self.max_iter) / self.max_iter
             factor = (1.0 - t) ** self.power * (1.0 - self.min_ratio) + self.min_ratio
+        elif self.schedule == "cosine":
+            t = min(it, self.max_iter) / self.max_iter
+            factor = 0.5 * (1.0 + math.cos(math.pi * t)) * (1.0 - self.min_ratio) + self.min_ratio
         elif self.schedule == "multistep":
             factor = self.gamma ** bisect.bisect_right(self.steps, it)
         else:
-            raise ValueError(f"unknown schedule {self.schedule!r}: 'multistep' or 'poly'")
+            raise ValueError(f"unknown schedule {self.schedule!r}: 'multistep', 'poly' or 'cosine'")
         if it < self.warmup_iters:
             alpha = it / self.warmup_iters
             factor *= self.warmup_factor * (1.0 - alpha) + alpha
@@ -160,12 +164,13 @@ class Trainer:
     """
 
     def __init__(self, model: nn.Module, dataset: Dataset, recipe: Recipe, out_dir: str | Path, ctx: Context, *,
-                 progress: bool = True) -> None:
+                 progress: bool = True, hooks: Sequence[Callable[[Trainer], None]] = ()) -> None:
         self.recipe = recipe
         self.dataset = dataset
         self.ctx = ctx
         self.out_dir = Path(out_dir)
         self.progress = progress
+        self.hooks = list(hooks)  # called with the trainer after every iteration (checkpoint saved), on every rank
         self.iteration = 0
         self._stop_requested = False
         self.segmentation = recipe.task == "segmentation"
@@ -329,6 +334,8 @@ class Trainer:
                     break
                 if self.iteration % r.checkpoint_period == 0 or self.iteration == r.max_iter:
                     self.save_checkpoint()
+                for hook in self.hooks:
+                    hook(self)
         finally:
             signal.signal(signal.SIGTERM, previous)
             if bar is not None:

@@ -85,10 +85,12 @@ def spec_snippet(spec, names: tuple[str, ...], register_names: bool) -> str:
 
 
 def export_run(run_dir: str | Path, name: str, out_dir: str | Path | None = None, *, upload: str | None = None,
-               license: str = "Apache-2.0", description: str = "") -> dict[str, Path | str]:
+               license: str = "Apache-2.0", description: str = "",
+               best: Mapping[str, Any] | None = None) -> dict[str, Path | str]:
     """Write ``<name>.safetensors``, ``<name>.spec.json``, ``<name>.spec.py`` and ``<name>.md`` to ``out_dir``
     (default: the run folder); with ``upload="hf://org/repo/file.safetensors"``, upload the weights and record the
-    pinned hf:// source in the spec."""
+    pinned hf:// source in the spec. ``best``: a state dict to publish instead of the last checkpoint's (e.g. the
+    best validation epoch's)."""
     from zoo import hub
     from zoo.cards import render_card
     from zoo.checkpoint import save_weights
@@ -111,7 +113,7 @@ def export_run(run_dir: str | Path, name: str, out_dir: str | Path | None = None
     key, new_key = category_key(tuple(run["categories"]), name)
     provisional = build_spec(run, name, key, source=None, sha256=None, file_size=None, metrics=metrics, license=license,
                              description=description)
-    save_weights(state["model"], weights, {"arch": run["arch"], "categories": list(run["categories"]),
+    save_weights(best if best is not None else state["model"], weights, {"arch": run["arch"], "categories": list(run["categories"]),
                                            "model": name, "spec": spec_json(provisional)})
     source = upload and hub.upload(weights, upload)
     spec = build_spec(run, name, key, source=source or str(weights.resolve()), sha256=hub.sha256_file(weights),
