@@ -15,7 +15,8 @@ from typing import Any, Literal, TypeVar
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -58,6 +59,7 @@ from .visualize import draw_detections
 
 log = logging.getLogger("serving")
 STATIC = Path(__file__).parent / "static"
+DOCS_ASSETS = "/static/docs"  # Swagger UI and ReDoc, served from the fastapi-offline package: /docs works offline
 
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
 IMAGE_BODY = {
@@ -264,6 +266,8 @@ def create_app(config: ServingConfig | None = None, backends: Sequence[Backend] 
         description="Object detection and semantic segmentation with Objects365-pretrained models. Send an image "
                     "(JPEG, PNG, WebP) as the raw body or as a multipart file field `file`.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.serving = state
 
@@ -415,6 +419,24 @@ def create_app(config: ServingConfig | None = None, backends: Sequence[Backend] 
     async def demo_page() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(openapi_url=root + app.openapi_url, title=f"{app.title} - Swagger UI",
+                                   swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+                                   swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png")
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        page = get_redoc_html(openapi_url=root + app.openapi_url, title=f"{app.title} - ReDoc",
+                              redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
+                              redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png", with_google_fonts=False)
+        page.headers["Content-Security-Policy"] = "img-src 'self' data:"  # not ReDoc's attribution logo from its CDN
+        return page
+
+    app.mount(DOCS_ASSETS, StaticFiles(packages=[("fastapi_offline", "static")]), name="docs-assets")  # before /static
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     paths = {route.path for route in app.routes if hasattr(route, "path")}
     app.add_middleware(RequestContext, state=state, paths=paths)
