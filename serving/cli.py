@@ -10,7 +10,7 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .config import BACKENDS, ENV_PREFIX, ServingConfig
+from .config import BACKENDS, ENV_PREFIX, LOG_FORMATS, ServingConfig
 
 if TYPE_CHECKING:
     import uvicorn
@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
             parser.add_argument(flag, choices=BACKENDS, help=help_text)
         elif f.name == "triton_protocol":
             parser.add_argument(flag, choices=("http", "grpc"), help=help_text)
+        elif f.name == "log_format":
+            parser.add_argument(flag, choices=LOG_FORMATS, help=help_text)
         else:
             parser.add_argument(flag, type=_FLAG_TYPES[str(f.type)], help=help_text)
     return parser
@@ -61,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    logs.configure(config.log_level)
+    logs.configure(config.log_level, config.log_format)
     _check_models(config)
     if config.backend == "torch" or config.threads:
         import torch
@@ -85,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def uvicorn_config(app: ASGIApp, config: ServingConfig) -> uvicorn.Config:
     """uvicorn's settings for the app: address, connection limit, keep-alive, header and body deadlines, no
-    WebSockets (the API has none), logs through the app's JSON logging."""
+    WebSockets (the API has none), logs through the app's logging (JSON or text)."""
     import uvicorn
 
     from .limits import deadline_protocol

@@ -8,6 +8,7 @@ from pathlib import Path
 from zoo.specs import DEFAULT_MODEL  # the embedded default (weights in the package): one home, the registry
 
 BACKENDS = ("torch", "onnxruntime", "openvino", "triton")
+LOG_FORMATS = ("auto", "json", "text")
 ENV_PREFIX = "O365ZOO_SERVE_"
 
 
@@ -57,6 +58,8 @@ class ServingConfig:
     host: str = field(default="127.0.0.1", metadata={"help": "address to bind"})
     port: int = field(default=8080, metadata={"help": "port to bind"})
     log_level: str = field(default="info", metadata={"help": "debug, info, warning, error"})
+    log_format: str = field(default="auto", metadata={"help": "json (one object per line), text, or auto: text "
+                                                              "when stderr is a terminal, else JSON"})
     shutdown_timeout_s: float = field(default=15.0, metadata={"help": "grace period for in-flight requests on "
                                                                       "SIGTERM/SIGINT"})
     max_connections: int = field(default=512, metadata={"help": "open connections (and requests in progress) at "
@@ -75,6 +78,8 @@ class ServingConfig:
             raise ValueError(f"precision must be f32 or bf16, not {self.precision!r}")
         if self.precision != "f32" and self.backend != "openvino":
             raise ValueError("precision bf16 needs the openvino backend")
+        if self.log_format not in LOG_FORMATS:
+            raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, not {self.log_format!r}")
         if self.triton_protocol not in ("http", "grpc"):
             raise ValueError(f"triton protocol must be http or grpc, not {self.triton_protocol!r}")
         if not self.models:

@@ -7,7 +7,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -24,6 +26,20 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_ready(proc: subprocess.Popen, url: str, output: Callable[[], str], timeout_s: float = 120) -> None:
+    """Until the server process answers /readyz with 200; ``output()`` explains a process that ended."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert proc.poll() is None, output()
+        try:
+            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"server not ready in {timeout_s:g} s"
+        time.sleep(0.2)
 
 
 def test_flags_override_environment_which_overrides_defaults():
@@ -58,16 +74,7 @@ def test_default_server_process_logs_json_and_stops_gracefully(photos):
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, proc.communicate()[1][-3000:]
-            try:
-                if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server not ready in 120 s"
-            time.sleep(0.2)
+        wait_ready(proc, url, lambda: proc.communicate()[1][-3000:])
         assert httpx.get(f"{url}/healthz").json()["status"] == "ok"
         # the embedded default, offline: everyday objects in real photos
         expected = {"astronaut": "person", "chelsea": "cat", "coffee": "cup"}
@@ -95,3 +102,55 @@ def test_default_server_process_logs_json_and_stops_gracefully(photos):
     messages = [r["msg"] for r in records]
     assert "model ready" in messages and "stopped" in messages  # lifespan shutdown ran: batchers drained
     assert messages.index("stopped") > messages.index("request") and messages[-1].startswith("Finished server")
+
+
+def test_log_format_flag_over_environment():
+    assert ServingConfig.from_env({}).log_format == "auto"
+    assert ServingConfig.from_env({"O365ZOO_SERVE_LOG_FORMAT": "json"}).log_format == "json"
+    args = vars(build_parser().parse_args(["--log-format", "text"]))
+    assert ServingConfig.from_env({"O365ZOO_SERVE_LOG_FORMAT": "json"}, **args).log_format == "text"
+    with pytest.raises(ValueError, match="log format"):
+        ServingConfig.from_env({"O365ZOO_SERVE_LOG_FORMAT": "xml"})
+
+
+def test_server_on_a_terminal_logs_readable_lines_with_request_ids(photos):
+    """stderr a pseudo-terminal, no flag: one text line per record, the request's id in its line."""
+    import pty
+
+    port, (master, slave) = free_port(), pty.openpty()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "2"}
+    env.pop("O365ZOO_SERVE_LOG_FORMAT", None)
+    proc = subprocess.Popen([sys.executable, "-m", "serving", "--port", str(port), "--threads", "2"],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    chunks: list[bytes] = []
+
+    def read() -> None:
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the process closed the terminal
+                return
+            if not chunk:
+                return
+            chunks.append(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(proc, url, lambda: b"".join(chunks).decode(errors="replace")[-3000:])
+        response = httpx.post(f"{url}/v1/detect", content=encode(photos["chelsea"], "JPEG"),
+                              headers={"x-request-id": "tty-test-1"}, timeout=60)
+        assert response.status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        reader.join(timeout=10)
+        os.close(master)
+    lines = b"".join(chunks).decode().splitlines()
+    assert lines and not any(line.lstrip().startswith("{") for line in lines), lines[:5]
+    request = next(line for line in lines if "serving: request " in line and "request_id=tty-test-1" in line)
+    assert "method=POST path=/v1/detect status=200 model=yolox_nano_coco" in request
+    assert any("serving: model ready model=yolox_nano_coco" in line for line in lines)
+    assert any(line.split()[1:3] == ["INFO", "serving:"] and line.endswith("stopped") for line in lines)
