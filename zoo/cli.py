@@ -7,7 +7,7 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from .registry import get_spec, list_models
+from .registry import ModelSpec, get_spec, list_models
 from .specs import DEFAULT_MODEL
 
 _PLUGIN_GROUP = "objects365_zoo.cli"  # other packages (serving) add subcommands here; zoo imports none of them
@@ -30,10 +30,63 @@ def _cmd_info(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     spec = get_spec(args.name)
-    data = asdict(spec)
-    data["published"] = spec.published
-    print(json.dumps(data, indent=2))
+    if args.json:
+        data = asdict(spec)
+        data["published"] = spec.published
+        print(json.dumps(data, indent=2))
+    else:
+        print(describe(spec))
     return 0
+
+
+def describe(spec: ModelSpec, width: int = 100) -> str:
+    """A readable summary of a registry entry: one ``field  value`` row per fact, long text wrapped to ``width``."""
+    import textwrap
+
+    from .categories import get_categories
+
+    names = get_categories(spec.categories)
+    preview = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+    background = " plus background" if spec.label_offset else ""
+    if spec.sha256 is None:
+        digest = "-"
+    elif len(spec.sha256) == 64:
+        digest = spec.sha256
+    else:
+        digest = f"{spec.sha256}... (the prefix in the file name; the full digest is not published)"
+    size = f"{spec.file_size / 2**20:.1f} MiB ({spec.file_size:,} bytes)" if spec.file_size else "unknown"
+    rows = [("task", spec.task), ("architecture", spec.arch + (f" {json.dumps(spec.build_kwargs)}"
+                                                               if spec.build_kwargs else "")),
+            ("categories", f"{spec.categories}: {len(names)} class{'es' if len(names) != 1 else ''}{background} "
+                           f"({preview})"),
+            ("weights", spec.source or "not published yet"), ("sha256", digest), ("file size", size),
+            ("licence", spec.license), ("preprocessing", _preprocessing_line(spec))]
+    if spec.alias_of:
+        rows.insert(0, ("alias of", spec.alias_of))
+    rows += [("metric", f"{m.name} {m.value} on {m.dataset}" + ("" if m.of_these_weights else
+                                                                 " (a reference figure, not of these weights)")
+              + f"; source: {m.source}") for m in spec.metrics]
+    rows.append(("description", spec.description or "-"))
+    lines = [spec.name] + [textwrap.fill(value, width, initial_indent=f"  {key:<15s}", subsequent_indent=" " * 17,
+                                         break_long_words=False, break_on_hyphens=False) for key, value in rows]
+    return "\n".join(lines)
+
+
+def _preprocessing_line(spec: ModelSpec) -> str:
+    """The spec's :class:`Preprocessing` in one line; score, NMS and detection count for detectors only."""
+    pre = spec.preprocessing
+    if pre.resize == "letterbox":
+        resize = f"letterbox into {pre.min_size}x{pre.max_size} (pad {pre.pad_value * 255:g}/255)"
+    else:
+        resize = f"shorter side {pre.min_size}, longer at most {pre.max_size}, padded to /{pre.size_divisible}"
+    mean, std = (",".join(f"{v:.4g}" for v in values) for values in (pre.mean, pre.std))
+    parts = [resize, f"mean {mean} std {std} on [0, 1]", pre.channels]
+    if spec.task == "detection":
+        parts += [f"score >= {pre.score_threshold:g}", f"NMS {pre.nms_threshold:g}",
+                  f"at most {pre.max_detections} detections"]
+    if pre.extra:
+        parts.append(json.dumps(pre.extra))
+    return "; ".join(parts)
 
 
 def _cmd_download(args: argparse.Namespace) -> int:
@@ -178,8 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="registered models")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style pattern, e.g. '*obj365*'")
     p.set_defaults(fn=_cmd_list)
-    p = sub.add_parser("info", help="everything the registry knows of a model")
+    p = sub.add_parser("info", help="what the registry knows of a model: a summary, or --json for everything")
     p.add_argument("name")
+    p.add_argument("--json", action="store_true", help="the whole registry entry as JSON")
     p.set_defaults(fn=_cmd_info)
     p = sub.add_parser("download", help="fetch and verify a model's weights into the cache")
     p.add_argument("name")
