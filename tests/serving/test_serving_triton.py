@@ -88,3 +88,40 @@ def test_unreachable_triton_at_start_is_not_ready_and_answers_503(serve, photos)
         response = client.post("/v1/detect", content=encode(photos["chelsea"], "JPEG"))
         assert response.status_code == 503 and "127.0.0.1:9" in response.json()["error"]["message"]
         assert client.get("/readyz").status_code == 503
+
+
+def test_default_model_on_triton_matches_torch_in_the_ensemble_and_the_backend(tmp_path, serve, default_backend,
+                                                                             photos):
+    """yolox_nano_coco letterboxes with grey 114: the Triton preprocessing model and the serving backend both pad
+    with the export's value, so every path gives the torch backend's detections."""
+    import numpy as np
+    import tritonclient.http as tritonclient_http
+    import zoo
+    from export.triton import build_repository
+
+    name = zoo.DEFAULT_MODEL
+    repo = build_repository(zoo.load(name), tmp_path / "repo", parity=False, max_batch_size=4)
+    assert 'key: "pad_value"' in (repo / f"{name}_preprocess" / "config.pbtxt").read_text()
+    data = encode(photos["coffee"], "PNG")  # not square: a third of the canvas is padding
+    with serve(ServingConfig(), [default_backend]) as client:
+        expected = client.post("/v1/detect?score_threshold=0.05", content=data).json()["detections"]
+    assert expected[0]["name"] == "cup"
+    server = start(repo)
+    try:
+        backend = create_backend(name, ServingConfig(backend="triton", triton_url=server.http_url,
+                                                     request_timeout_s=60))
+        with serve(ServingConfig(request_timeout_s=60), [backend]) as client:
+            wait_ready(client)
+            body = client.post("/v1/detect?score_threshold=0.05", content=data).json()
+        assert_same_detections(expected, body["detections"], score_threshold=0.05)
+
+        ensemble = tritonclient_http.InferenceServerClient(server.http_url)
+        inp = tritonclient_http.InferInput("image", [1, 1], "BYTES")
+        inp.set_data_from_numpy(np.array([[data]], dtype=object))
+        result = ensemble.infer(name, [inp])
+        n = int(result.as_numpy("num_detections").reshape(-1)[0])
+        got = [{"box": b.tolist(), "score": float(s), "label": int(label)} for b, s, label in
+               zip(result.as_numpy("boxes")[0, :n], result.as_numpy("scores")[0, :n], result.as_numpy("labels")[0, :n])]
+        assert_same_detections(expected, [d for d in got if d["score"] >= 0.05], score_threshold=0.05)
+    finally:
+        server.stop()
