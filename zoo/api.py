@@ -38,7 +38,11 @@ def load(
       backbone-and-head transfer). ``head="reinit"`` reinitialises the whole class head (backbone-only transfer).
     - ``num_classes``: a fresh head with that many classes (background included for detectors) when no names are
       given.
-    The model carries ``model.categories`` (names of labels 1..C) and ``model.spec``.
+    - ``device``: where the model is moved; ``cache_dir``: the download cache (default ``$O365ZOO_CACHE``, else
+      ``~/.cache/objects365-zoo``); ``progress``: a download progress bar on stderr.
+    The model carries ``model.categories`` (names of labels 1..C) and ``model.spec``. An unknown name raises
+    :class:`~zoo.registry.UnknownModelError` (with close names), an entry without published weights
+    :class:`NoPublishedWeightsError` unless ``pretrained=False``.
     """
     from . import models
     from .categories import get_categories

@@ -13,26 +13,52 @@ from .preprocess import Preprocessing
 
 @dataclass(frozen=True)
 class Metric:
-    """A published or measured figure, with where it comes from."""
+    """A published or measured figure, with where it comes from.
+
+    - ``dataset``: what it was measured on, e.g. ``"COCO val2017"``; ``task``: ``"detection"`` or
+      ``"segmentation"``; ``name``: e.g. ``"box AP"``, ``"mIoU"``, ``"AP50"``; ``value``: as published.
+    - ``source``: where the figure comes from (a README, a paper, the command that measured it).
+    - ``of_these_weights``: False for a reference figure (a paper's result for the recipe), not a measurement of
+      the weights the entry points to.
+    """
 
     dataset: str
-    task: str  # "detection" | "segmentation"
-    name: str  # e.g. "box AP", "mIoU", "AP50"
+    task: str
+    name: str
     value: float
     source: str
-    of_these_weights: bool = True  # False: a paper's figure for the recipe, not a measurement of weights we ship
+    of_these_weights: bool = True
 
 
 @dataclass(frozen=True)
 class ModelSpec:
+    """Everything the zoo knows of one named model; ``zoo.load``, training, export, serving and the model cards
+    read it from here.
+
+    - ``name``: the registry name ``zoo.load`` takes.
+    - ``arch``: a ``zoo.models`` architecture; ``build_kwargs``: more arguments of ``zoo.models.build``.
+    - ``task``: ``"detection"`` or ``"segmentation"``.
+    - ``categories``: a ``zoo.categories`` key, e.g. ``"objects365_v1"``: labels 1..C name these, 0 is background;
+      a segmenter with ``background=False`` has no background class (labels 0..C-1).
+    - ``source``: the weights: ``https://...``, ``hf://org/repo/file@rev`` or a local path; None: none published.
+    - ``sha256``: the weights' full digest, or the 8-hex prefix published in the file name; ``file_size``: bytes.
+    - ``converter``: the ``zoo.convert`` converter of a foreign layout (MMDetection); None for our safetensors.
+    - ``preprocessing``: normalisation, resize policy and post-processing defaults the weights expect.
+    - ``license``: the weights' licence; ``recipe``: how they were (or can be) trained.
+    - ``metrics``: published or measured figures; ``datasets``: the dataset keys the weights saw.
+    - ``version``: of the weights under this name (the serving API reports it).
+    - ``description``: what the model is for, and its caveats (the model card's text).
+    - ``alias_of``: the entry that a short name (``fpn_r50_obj365``) repeats.
+    """
+
     name: str
-    arch: str  # a zoo.models architecture
-    task: str  # "detection" | "segmentation"
-    categories: str  # a zoo.categories key, e.g. "objects365_v1"; labels 1..C name these (0 = background)
-    source: str | None  # https://..., hf://org/repo/file@rev, or a local path; None: no published weights yet
-    sha256: str | None  # full digest, or the 8-hex prefix published in the file name
-    file_size: int | None  # bytes, when known
-    converter: str | None  # zoo.convert name for foreign layouts, None for our safetensors
+    arch: str
+    task: str
+    categories: str
+    source: str | None
+    sha256: str | None
+    file_size: int | None
+    converter: str | None
     preprocessing: Preprocessing
     license: str
     recipe: str
@@ -41,7 +67,7 @@ class ModelSpec:
     datasets: tuple[str, ...] = ()
     version: str = "1"
     description: str = ""
-    background: bool = True  # segmentation: whether output 0 is a background class not in `categories`
+    background: bool = True
     alias_of: str | None = None
 
     @property
@@ -58,6 +84,7 @@ class ModelSpec:
 
     @property
     def published(self) -> bool:
+        """Whether weights are published (``source`` is set): ``zoo.load`` can fetch them."""
         return self.source is not None
 
 
@@ -66,6 +93,8 @@ USER_REGISTRY_ENV = "O365ZOO_REGISTRY"  # the user registry file (default: <cach
 
 
 def register(spec: ModelSpec) -> ModelSpec:
+    """Add a built-in entry (zoo/specs.py does, on import) and return it; a name can be registered once. Weights
+    trained elsewhere go to the user registry with :func:`register_weights` instead."""
     if spec.name in _SPECS:
         raise ValueError(f"model {spec.name!r} registered twice")
     _SPECS[spec.name] = spec
