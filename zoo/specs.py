@@ -81,6 +81,12 @@ _PAPER = "Shao et al. 2019, Objects365 (ICCV), abstract"
 def _target(name: str, arch: str, categories: str, recipe: str, init: str, *, task: str = "detection",
             preprocessing: Preprocessing = DETECTION_800, background: bool = True,
             metrics: tuple[Metric, ...] = ()) -> None:
+    if task == "segmentation":  # training copies a detector's ResNet trunk only (transfer_backbone)
+        how = (f"copies the ResNet-50 trunk of {init} into {arch} (a detector has no segmentation head to "
+               "transfer: the pyramid pooling head and the classifier start from scratch) and trains it on "
+               f"{categories}")
+    else:
+        how = f"finetunes {init} with its head transferred through the Objects365 -> {categories} category mapping"
     register(ModelSpec(
         name=name,
         arch=arch,
@@ -96,11 +102,8 @@ def _target(name: str, arch: str, categories: str, recipe: str, init: str, *, ta
         metrics=metrics,
         datasets=("objects365_v1", categories),
         background=background,
-        description=(
-            f"No published weights exist yet. Produce them with `python -m training train {recipe} --init {init}`, "
-            f"which finetunes {init} with its head transferred through the Objects365 -> {categories} category "
-            "mapping, then register the result (training's publish step writes the spec)."
-        ),
+        description=(f"No published weights exist yet. Produce them with `python -m training train {recipe} --init "
+                     f"{init}`, which {how}, then register the result (training's publish step writes the spec)."),
     ))
 
 
