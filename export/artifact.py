@@ -8,9 +8,10 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-from .source import ExportSource
+if TYPE_CHECKING:
+    from .source import ExportSource
 
 FORMAT = "objects365-zoo-export/1"
 METADATA_FILE = "metadata.json"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -80,3 +81,17 @@ class OpenVinoRunner:
     def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
         result = self.request.infer({"images": np.ascontiguousarray(images, dtype=np.float32)})
         return {name: np.array(result[output]) for name, output in zip(self.outputs, self.compiled.outputs)}
+
+
+def runner_for(fmt: str, path: Path, outputs: tuple[str, ...] | list[str], runtime: str = "onnxruntime",
+               precision: str = "f32", threads: int | None = None,
+               providers: list[str] | None = None) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+    """What runs an artefact: TorchScript, or an ONNX file on onnxruntime (f32; ``providers``, default CPU) or
+    OpenVINO (f32 or bf16, CPU); ``outputs``: the names it answers (TorchScript) or fetches (onnxruntime)."""
+    if fmt != "onnx":
+        return TorchScriptRunner(path, outputs)
+    if runtime == "openvino":
+        return OpenVinoRunner(path, precision, threads)
+    if runtime != "onnxruntime" or precision != "f32":
+        raise ValueError(f"runtime {runtime!r} at precision {precision!r}: onnxruntime runs f32, openvino f32 or bf16")
+    return OnnxRunner(path, threads, providers, list(outputs))

@@ -56,7 +56,9 @@ def load_source(model_or_name: str | Path | nn.Module, *, pretrained: bool = Tru
         if is_path:
             checkpoint, sha256, weights = str(Path(text).resolve()), sha256_file(Path(text)), "pretrained"
         elif pretrained:
-            checkpoint, sha256, weights = spec.source, spec.sha256, "pretrained"
+            # weights that ship in the package are named by their registry entry, not by this machine's path
+            local = spec.source is not None and "://" not in spec.source
+            checkpoint, sha256, weights = spec.name if local else spec.source, spec.sha256, "pretrained"
         else:
             checkpoint, sha256, weights = None, None, "random"
     model = model.eval().cpu()

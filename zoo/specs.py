@@ -154,6 +154,31 @@ register(ModelSpec(
     ),
 ))
 
+# ONNX exports that ship in the package, so that the onnxruntime and OpenVINO backends serve without torch: written by
+# `python -m export NAME --format onnx --out zoo/weights/exports/NAME-SIDE` (parity-checked), keyed by (name, side),
+# with the sha256 of their model.onnx.
+PACKAGED_EXPORTS: dict[tuple[str, int], tuple[Path, str]] = {
+    (DEFAULT_MODEL, 416): (WEIGHTS_DIR / "exports" / f"{DEFAULT_MODEL}-416",
+                           "f42e6c1931e5e6cbfec8dbae8fe4608ad0aa22fdf0b936219ed30424935e3e31"),
+}
+
+
+def packaged_export(name: str, side: int) -> Path | None:
+    """The shipped ONNX export folder of ``name`` at ``side`` x ``side`` after checking its sha256, or None when
+    none ships; a file that fails the check raises ValueError naming it."""
+    entry = PACKAGED_EXPORTS.get((name, side))
+    if entry is None:
+        return None
+    folder, expected = entry
+    from .hub import sha256_file
+
+    actual = sha256_file(folder / "model.onnx")
+    if actual != expected:
+        raise ValueError(f"{folder / 'model.onnx'}: sha256 {actual} is not the packaged {expected}; reinstall the "
+                         "package")
+    return folder
+
+
 # The tree-crown model: trained here on NEON aerial tiles.
 _DEMO_HELDOUT = "NEON YELL crop2 (deepforest 2.1.0, held out; 574 crowns)"
 _DEMO_CMD = "python -m training.demo --out zoo/weights/retinanet_lite0_neon_trees.safetensors"

@@ -36,9 +36,9 @@ class OnnxBackend(Backend):
 
     def __init__(self, export_dir: str | Path, *, device: str = "cpu", threads: int | None = None,
                  max_batch_size: int = 8, runtime: str = "onnxruntime", precision: str = "f32") -> None:
-        from export.api import runner_for
         from export.artifact import METADATA_FILE, ExportError, read_metadata
-        from export.graphs import DETECTION_OUTPUTS
+        from export.contract import DETECTION_OUTPUTS
+        from export.runtime import runner_for
 
         export_dir = export_dir_of(Path(export_dir))
         self.meta = read_metadata(export_dir)  # checks the artefact's path and the declared input size
@@ -71,7 +71,26 @@ class OnnxBackend(Backend):
                   "precision": config.precision}
         if config.onnx is not None:
             return cls(config.onnx, **kwargs)
-        return cls(ensure_export(name, config), **kwargs)
+        return cls(packaged_or_exported(name, config), **kwargs)
+
+
+def packaged_or_exported(name: str, config: ServingConfig) -> Path:
+    """The export that ships in the package for ``name`` at the server's size (no torch needed), else the cached
+    export made on first use (:func:`ensure_export`, which needs the ``[export]`` extra and torch)."""
+    import zoo
+    from zoo.specs import packaged_export
+
+    side = zoo.get_spec(name).preprocessing.input_size(config.image_size)
+    if config.pretrained and side[0] == side[1]:
+        folder = packaged_export(zoo.get_spec(name).name, side[0])
+        if folder is not None:
+            return folder
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise RuntimeError(f"no ONNX export of {name} ships in the package at {side[0]}x{side[1]}, and exporting "
+                           "one needs torch: pip install -e \".[serving]\" (or pass --onnx FOLDER)") from None
+    return ensure_export(name, config)
 
 
 def ensure_export(name: str, config: ServingConfig) -> Path:

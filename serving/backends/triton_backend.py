@@ -74,7 +74,7 @@ class TritonBackend(Backend):
     def _resolve_graph(self) -> tuple[str, tuple[int, int], list[str]]:
         """(model name, input H x W, output names) of the graph model, from the server."""
         if self._graph is None:
-            from export.triton import triton_name
+            from export.contract import triton_name
 
             base = triton_name(self.info.name)
             candidates = [self._requested_model] if self._requested_model else [f"{base}_onnx", f"{base}_python"]
