@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
-# Set up a fresh machine for the test suite and run it: virtualenv, the package with every extra, the system
-# browser for the demo-page test, then pytest. Extra arguments go to pytest.
+# Set up a fresh machine for the test suite and run it: virtualenv, the package with every extra, a second
+# virtualenv with the torch-free `serving-onnx` install, the system browser for the demo-page test, then pytest.
+# Extra arguments go to pytest (for development: `bash scripts/test.sh -m "not slow"`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q -e ".[all,test]"
+ONNX_VENV=${ONNX_VENV:-.venv-onnx}
+[ -x "$ONNX_VENV/bin/python" ] || python3 -m venv "$ONNX_VENV"
+"$ONNX_VENV/bin/python" -m pip install -q --upgrade pip
+"$ONNX_VENV/bin/python" -m pip install -q -e ".[serving-onnx]"
+export O365ZOO_ONNX_VENV="$PWD/$ONNX_VENV/bin/python"
 if ! command -v chromium >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
