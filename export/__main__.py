@@ -1,16 +1,16 @@
 """``python -m export NAME|CHECKPOINT --format onnx|torchscript --out DIR``."""
 from __future__ import annotations
 
-import argparse
 import sys
 
 import torch
 
 from .api import export_model, parse_size, run_cli
+from zoo.cli_common import Parser, add_download_flags, use_download_flags
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export", description=(
+    parser = Parser(prog="python -m export", description=(
         "Export a zoo model (registry name or .safetensors checkpoint) to a fixed-size, dynamic-batch graph "
         "with padded outputs, check parity with the eager model on real photos, and write DIR/model.{onnx,pt} "
         "and DIR/metadata.json atomically."))
@@ -23,7 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-parity", action="store_true", help="skip the parity check")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    add_download_flags(parser)
     args = parser.parse_args(argv)
+    use_download_flags(args.mirror, args.offline)
     torch.set_num_threads(args.threads)
 
     def export() -> int:
@@ -35,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {path}")
         return 0
 
-    return run_cli(export)
+    return run_cli(export, parser.prog, getattr(args, "debug", False))
 
 
 if __name__ == "__main__":

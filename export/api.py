@@ -14,6 +14,7 @@ from .artifact import METADATA_FILE, ExportError, build_metadata, read_metadata,
 from .graphs import graph_for, output_names
 from .parity import BF16_TOLERANCE, ParityReport, Tolerance, check_parity
 from .source import ExportSource, load_source
+from zoo import cli_common
 from zoo.preprocess import Preprocessing
 
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.pt"}
@@ -27,16 +28,19 @@ class ParityError(ExportError):
         self.report = report
 
 
-def run_cli(action: Callable[[], int]) -> int:
-    """Run a command-line action: a parity failure exits 1 and bad input 2, each with its message on stderr."""
-    try:
-        return action()
-    except ParityError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except (ExportError, OSError, ValueError, KeyError, LookupError, TypeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+def run_cli(action: Callable[[], int], prog: str, debug: bool = False,
+            expected: tuple[type[Exception], ...] = ()) -> int:
+    """Run a command-line action: a parity failure exits 1 with its table on stderr; other expected failures
+    (:func:`zoo.cli_common.describe`, export errors, ``expected``) exit 2 with one line."""
+    def checked() -> int:
+        try:
+            return action()
+        except ParityError as exc:
+            print(f"{prog}: {exc}", file=sys.stderr)
+            return 1
+
+    return cli_common.run_cli(prog, checked, debug=debug, expected=(ExportError, TypeError, *expected),
+                              extra="export")
 
 
 def default_image_size(pre: Preprocessing) -> tuple[int, int]:

@@ -16,7 +16,6 @@ Run ``python -m export.parity NAME|CHECKPOINT|EXPORT_DIR`` (see ``--help``).
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch
 from PIL import Image
 
 from zoo.letterbox import letterbox
+from .artifact import ExportError
 from .source import ExportSource
 
 Runner = Callable[[np.ndarray], dict[str, np.ndarray]]
@@ -78,7 +78,8 @@ def sample_photos(names: tuple[str, ...] = SKIMAGE_PHOTOS) -> dict[str, Image.Im
     try:
         from skimage import data
     except ImportError:
-        raise RuntimeError("parity photos need scikit-image (pip install scikit-image), or pass photo files") from None
+        raise ExportError("parity photos need scikit-image: pip install scikit-image, or pass photo files, or skip "
+                          "the parity check (--no-parity)") from None
     return {name: Image.fromarray(np.asarray(getattr(data, name)())).convert("RGB") for name in names}
 
 
@@ -165,10 +166,12 @@ def check_parity(source: ExportSource, runner: Runner, image_size: tuple[int, in
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .api import parity_of_export_dir, runner_for, tolerance_for
+    from zoo.cli_common import Parser, add_download_flags, use_download_flags
+
+    from .api import parity_of_export_dir, run_cli, runner_for, tolerance_for
     from .runtime import OPENVINO_PRECISIONS
 
-    parser = argparse.ArgumentParser(prog="python -m export.parity", description=(
+    parser = Parser(prog="python -m export.parity", description=(
         "Compare an export with the eager model on real photos. TARGET is an export folder (checked against its "
         "source checkpoint) or a model name/checkpoint (exported to a temporary folder, checked, discarded)."))
     parser.add_argument("target")
@@ -181,14 +184,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="what runs an ONNX export (openvino: pip install openvino)")
     parser.add_argument("--precision", choices=OPENVINO_PRECISIONS, default="f32",
                         help="openvino's inference precision; bf16 is held to the looser BF16_TOLERANCE")
+    add_download_flags(parser)
     args = parser.parse_args(argv)
     if args.precision != "f32" and args.runtime != "openvino":
         parser.error("--precision bf16 needs --runtime openvino")
     if args.runtime != "onnxruntime" and args.format != "onnx":
         parser.error("--runtime openvino runs ONNX exports only")
+    use_download_flags(args.mirror, args.offline)
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    photos = load_photos(args.photos) if args.photos else None
-    try:
+
+    def parity() -> int:
+        photos = load_photos(args.photos) if args.photos else None
         if (Path(args.target) / "metadata.json").is_file():
             report = parity_of_export_dir(args.target, photos=photos, runtime=args.runtime, precision=args.precision)
         else:
@@ -207,11 +213,10 @@ def main(argv: list[str] | None = None) -> int:
                 if path is not None and args.runtime != "onnxruntime":
                     runner = runner_for("onnx", path, output_names(source.task), args.runtime, args.precision)
                     report = check_parity(source, runner, size, photos, tolerance_for(args.precision))
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(report.table())
-    return 0 if report.passed else 1
+        print(report.table())
+        return 0 if report.passed else 1
+
+    return run_cli(parity, parser.prog, getattr(args, "debug", False), expected=(RuntimeError,))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ parsing it into ``tritonclient``'s ``ModelConfig`` before the repository is publ
 """
 from __future__ import annotations
 
-import argparse
 import re
 import shutil
 import sys
@@ -30,6 +29,7 @@ from .api import export_model, parse_size, run_cli
 from .artifact import METADATA_FILE, ExportError, read_metadata, staged_dir
 from .graphs import DETECTION_OUTPUTS
 from .source import ExportSource, load_source
+from zoo.cli_common import Parser, add_download_flags, use_download_flags
 
 TEMPLATES = Path(__file__).resolve().parent / "triton_models"
 LETTERBOX = Path(__file__).resolve().parents[1] / "zoo" / "letterbox.py"
@@ -209,7 +209,7 @@ def build_repository(model_or_name: str | Path | nn.Module, repo_dir: str | Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export.triton", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="python -m export.triton", description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="registry name or .safetensors checkpoint")
     parser.add_argument("--repo", required=True, help="repository folder to create")
     parser.add_argument("--size", help="H or HxW input size (default: preprocessing min_size, square)")
@@ -224,7 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--score-threshold", type=float)
     parser.add_argument("--no-parity", action="store_true")
     parser.add_argument("--overwrite", action="store_true")
+    add_download_flags(parser)
     args = parser.parse_args(argv)
+    use_download_flags(args.mirror, args.offline)
     torch.set_num_threads(2)
 
     def build() -> int:
@@ -238,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             print(config.relative_to(repo))
         return 0
 
-    return run_cli(build)
+    return run_cli(build, parser.prog, getattr(args, "debug", False))
 
 
 if __name__ == "__main__":

@@ -4,11 +4,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from zoo.cli_common import Parser, add_download_flags, run_cli, use_download_flags
 
 from .config import BACKENDS, ENV_PREFIX, LOG_FORMATS, ServingConfig
 
@@ -23,7 +26,7 @@ _FLAG_TYPES = {"int": int, "int | None": int, "float": float, "float | None": fl
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m serving",
         description="Serve objects365-zoo models over HTTP: POST /v1/detect, /v1/segment, /v1/detect:visualize; "
                     "GET /v1/models, /healthz, /readyz, /metrics, and a demo page at /. Every flag can also be set "
@@ -47,24 +50,30 @@ def build_parser() -> argparse.ArgumentParser:
             parser.add_argument(flag, choices=LOG_FORMATS, help=help_text)
         else:
             parser.add_argument(flag, type=_FLAG_TYPES[str(f.type)], help=help_text)
+    add_download_flags(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv``, load the models and serve until SIGINT/SIGTERM; returns the exit status."""
+    """Parse ``argv``, load the models and serve until SIGINT/SIGTERM; returns the exit status (an expected failure:
+    one line on stderr and 2; models that cannot load: 1)."""
+    parser = build_parser()
+    args = vars(parser.parse_args(argv))
+    debug = args.pop("debug", False)
+    use_download_flags(args.pop("mirror"), args.pop("offline"))
+    return run_cli(parser.prog, lambda: _serve(args), debug=debug, extra="serving")
+
+
+def _serve(args: dict) -> int:
     import uvicorn
 
     from . import logs
     from .app import create_app
 
-    args = build_parser().parse_args(argv)
-    try:
-        config = ServingConfig.from_env(**vars(args))
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    config = ServingConfig.from_env(**args)
     logs.configure(config.log_level, config.log_format)
     _check_models(config)
+    sock = _listen(config.host, config.port)
     if config.backend == "torch" or config.threads:
         import torch
 
@@ -78,11 +87,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     server = uvicorn.Server(uvicorn_config(app, config))
     state = app.state.serving
     state.on_load_error = lambda: setattr(server, "should_exit", True)
-    server.run()
+    server.run(sockets=[sock])
     if state.load_error is not None:
         print(f"error: could not load the models: {state.load_error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The server's socket, bound before the models load: a port in use fails at once."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a restart reuses a port in TIME_WAIT
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}; stop what uses it or choose "
+                                 f"another --port (or {ENV_PREFIX}PORT)") from None
+    return sock
 
 
 def uvicorn_config(app: ASGIApp, config: ServingConfig) -> uvicorn.Config:

@@ -176,13 +176,9 @@ def evaluate(args: argparse.Namespace) -> int:
 
 
 def finetune_cmd(args: argparse.Namespace) -> int:
-    import os
-
     from .finetune import finetune
 
     _setup_logging()
-    if args.mirror:
-        os.environ["O365ZOO_MIRROR"] = args.mirror
     result = finetune(args.train, args.images, init=args.init, val=args.val, val_images=args.val_images,
                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, name=args.name, out=args.out,
                       eval_every=args.eval_every, device=args.device, workers=args.workers,
@@ -213,10 +209,12 @@ def recipes_cmd(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from zoo.cli_common import Parser, add_download_flags, run_cli, use_download_flags
+
     from .evaluation.run import METRICS
 
-    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="python -m training", description=__doc__,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train or finetune with a recipe")
     t.add_argument("recipe")
@@ -228,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--name", help="model name of the exported weights (default: the recipe name)")
     t.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     t.add_argument("--no-progress", action="store_true")
+    add_download_flags(t)
     t.set_defaults(fn=train)
     f = sub.add_parser("finetune", help="finetune a zoo model on your COCO or VOC data in one command")
     f.add_argument("--train", required=True, help="COCO JSON, or a Pascal VOC folder")
@@ -243,8 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--eval-every", type=int, default=1, help="epochs between validations")
     f.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     f.add_argument("--workers", type=int, default=2, help="data loader processes")
-    f.add_argument("--mirror", help="base URL replacing download origins (or set O365ZOO_MIRROR)")
     f.add_argument("--no-progress", action="store_true")
+    add_download_flags(f)
     f.set_defaults(fn=finetune_cmd)
     e = sub.add_parser("eval", help="a model's COCO AP, VOC AP, CityPersons MR^-2 or mIoU on a dataset")
     e.add_argument("model", help="zoo model name or .safetensors")
@@ -259,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--device")
     e.add_argument("--batch-size", type=int, default=2)
     e.add_argument("--out", help="write the values as JSON (fractions; null where undefined)")
+    add_download_flags(e)
     e.set_defaults(fn=evaluate)
     p = sub.add_parser("publish", help="export a run: safetensors, spec, model card, optional upload")
     p.add_argument("run_dir")
@@ -276,4 +276,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
-    return args.fn(args)
+    use_download_flags(getattr(args, "mirror", None), getattr(args, "offline", None))
+    return run_cli(f"python -m training {args.command}", lambda: args.fn(args), debug=getattr(args, "debug", False),
+                   extra="training")

@@ -26,13 +26,14 @@ def load(
     *,
     head: str = "transfer",
     mirror: str | None = None,
+    offline: bool | None = None,
     cache_dir: str | Path | None = None,
     progress: bool = True,
 ) -> nn.Module:
     """Return the model ``name`` (a registry name or a path to one of our ``.safetensors`` files) in eval mode.
 
-    - ``pretrained``: fetch (hub: cache, sha256, mirror) and load the published weights; a foreign layout is
-      converted once and the converted safetensors cached beside the download.
+    - ``pretrained``: fetch (hub: cache, sha256, ``mirror``; ``offline``: the cache only) and load the published
+      weights; a foreign layout is converted once and the converted safetensors cached beside the download.
     - ``categories``: a category key (``"coco"``, ``"voc"``...) or a list of names: the class head is transferred
       through the category mapping (mapped rows copied, background kept, the rest freshly initialised: the paper's
       backbone-and-head transfer). ``head="reinit"`` reinitialises the whole class head (backbone-only transfer).
@@ -51,8 +52,8 @@ def load(
     src_names = _spec_categories(spec, weights)
     state_dict = None
     if pretrained:
-        state_dict, ckpt_names = _pretrained_state_dict(spec, weights, mirror=mirror, cache_dir=cache_dir,
-                                                        progress=progress)
+        state_dict, ckpt_names = _pretrained_state_dict(spec, weights, mirror=mirror, offline=offline,
+                                                        cache_dir=cache_dir, progress=progress)
         src_names = ckpt_names or src_names
     if state_dict is None:
         model = models.build(spec.arch, len(src_names) + spec.label_offset, preprocessing=spec.preprocessing,

@@ -7,6 +7,7 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
+from .cli_common import Parser, add_download_flags, run_cli, use_download_flags
 from .registry import ModelSpec, get_spec, list_models
 from .specs import DEFAULT_MODEL
 
@@ -226,7 +227,7 @@ def _cmd_cards(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="zoo", description=__doc__)
+    parser = Parser(prog="zoo", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("list", help="registered models")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style pattern, e.g. '*obj365*'")
@@ -237,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=_cmd_info)
     p = sub.add_parser("download", help="fetch and verify a model's weights into the cache")
     p.add_argument("name")
-    p.add_argument("--mirror", help="base URL replacing the source's origin (or set O365ZOO_MIRROR)")
+    add_download_flags(p)
     p.add_argument("--cache-dir", help="cache folder (or set O365ZOO_CACHE)")
     p.set_defaults(fn=_cmd_download)
     p = sub.add_parser("convert", help="convert a foreign checkpoint (e.g. MMDetection .pth) into our safetensors")
@@ -254,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", help="comma-separated class names to keep, e.g. 'person,dog'")
     p.add_argument("--score-threshold", type=float, default=0.3)
     p.add_argument("--device", default=None)
-    p.add_argument("--mirror", help="base URL replacing the source's origin (or set O365ZOO_MIRROR)")
+    add_download_flags(p)
     p.set_defaults(fn=_cmd_predict)
     p = sub.add_parser("cards", help="write (or --check) model_cards/ from the registry")
     p.add_argument("--out", type=Path, default=Path("model_cards"))
@@ -272,14 +273,11 @@ def _plugins() -> dict:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     plugins = _plugins()
-    if argv and argv[0] in plugins:  # the plugin parses its own arguments
-        return int(plugins[argv[0]].load()(argv[1:]) or 0)
+    if argv and argv[0] in plugins:  # the plugin parses its own arguments (a missing extra fails here, in one line)
+        return run_cli(f"zoo {argv[0]}", lambda: plugins[argv[0]].load()(argv[1:]), debug="--debug" in argv)
     args = build_parser().parse_args(argv)
-    try:
-        return int(args.fn(args) or 0)
-    except (LookupError, ValueError, FileNotFoundError, OSError) as exc:
-        print(f"zoo {args.command}: {exc}", file=sys.stderr)
-        return 2
+    use_download_flags(getattr(args, "mirror", None), getattr(args, "offline", None))
+    return run_cli(f"zoo {args.command}", lambda: args.fn(args), debug=getattr(args, "debug", False))
 
 
 if __name__ == "__main__":

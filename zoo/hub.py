@@ -7,6 +7,9 @@ The only module of ``zoo`` that opens connections. Sources:
 - ``https://...`` / ``http://...``: our downloader, cached under ``<cache>/<scheme>/<host>/<path>``;
 - anything else: a local path, which must exist.
 
+Offline (``offline=True``, ``$O365ZOO_OFFLINE`` or ``$HF_HUB_OFFLINE`` set to 1): no connection is attempted; a
+cached file that verifies is used, anything else raises :class:`OfflineError` naming where the file was looked for.
+
 Cached files are trusted by re-hashing, not by a sidecar record: sha256 runs at ~1.7 GB/s on one core here (a 170 MB
 checkpoint costs ~0.1 s, less than deserialising it), and re-hashing also catches files edited, truncated or bit-rotted
 after they were written, and accepts files an air-gapped user copies into the cache layout by hand. A cached file with
@@ -44,6 +47,7 @@ from tqdm.auto import tqdm
 
 CACHE_ENV = "O365ZOO_CACHE"
 MIRROR_ENV = "O365ZOO_MIRROR"
+OFFLINE_ENV = "O365ZOO_OFFLINE"
 DEFAULT_CACHE = "~/.cache/objects365-zoo"
 DEADLINE_ENV = "O365ZOO_DOWNLOAD_DEADLINE"
 MIN_RATE_ENV = "O365ZOO_DOWNLOAD_MIN_RATE"
@@ -53,10 +57,13 @@ MIN_RATE = 10_000.0  # bytes per second, averaged over every TIMEOUT_S
 _CHUNK = 1 << 20
 _HEX = re.compile(r"[0-9a-f]{8,64}")
 _USER_AGENT = "objects365-zoo (+urllib)"
+_TRUE = {"1", "ON", "YES", "TRUE"}
 
 
 class HubError(RuntimeError):
     """A source could not be resolved to a verified local file."""
+
+    path: Path | None = None  # where an http(s) source's file goes in the cache (a fix: copy it there, go offline)
 
 
 class DownloadError(HubError):
@@ -65,6 +72,15 @@ class DownloadError(HubError):
     def __init__(self, url: str, reason: str) -> None:
         super().__init__(f"download of {url} failed: {reason}")
         self.url = url
+
+
+class OfflineError(DownloadError):
+    """Downloads are off and the file is not in the cache."""
+
+    def __init__(self, source: str, looked_in: Path) -> None:
+        HubError.__init__(self, f"{source} is not in the cache (looked in {looked_in}) and downloads are off "
+                                f"(${OFFLINE_ENV}, $HF_HUB_OFFLINE or offline=True)")
+        self.url, self.looked_in = source, looked_in
 
 
 class NoSpaceError(HubError):
@@ -168,12 +184,18 @@ def apply_mirror(url: str, mirror: str | None) -> str:
     )
 
 
+def offline_mode() -> bool:
+    """Whether ``$O365ZOO_OFFLINE`` or ``$HF_HUB_OFFLINE`` turns downloads off (1, on, yes or true)."""
+    return any(os.environ.get(name, "").upper() in _TRUE for name in (OFFLINE_ENV, "HF_HUB_OFFLINE"))
+
+
 def fetch(
     source: str,
     *,
     sha256: str | None = None,
     cache_dir: str | Path | None = None,
     mirror: str | None = None,
+    offline: bool | None = None,
     progress: bool = True,
     force: bool = False,
     timeout: float = TIMEOUT_S,
@@ -184,18 +206,24 @@ def fetch(
 
     ``mirror`` (default ``$O365ZOO_MIRROR``) replaces the origin of http(s) sources and is the Hub endpoint of hf://
     sources. A cached file that verifies is returned without any network call; ``force`` downloads again.
+    ``offline`` (default :func:`offline_mode`) forbids any connection: the cached file or :class:`OfflineError`.
     hf:// files go to huggingface-hub's cache, or to ``<cache_dir>/huggingface`` when ``cache_dir`` is given.
     ``timeout``, ``deadline`` (default ``$O365ZOO_DOWNLOAD_DEADLINE``, else 3600 s) and ``min_rate`` (bytes/s,
     default ``$O365ZOO_DOWNLOAD_MIN_RATE``, else 10000) limit an http(s) download (module docstring; 0: no limit).
-    Raises :class:`ChecksumError` (wrong bytes), :class:`DownloadError` (network, limits), :class:`NoSpaceError`
-    (disk full), FileNotFoundError (local path).
+    Raises :class:`ChecksumError` (wrong bytes), :class:`DownloadError` (network, limits; :class:`OfflineError`
+    when offline), :class:`NoSpaceError` (disk full), FileNotFoundError (local path).
     """
     expected = normalize_sha256(sha256) if sha256 else None
     if mirror is None:
         mirror = os.environ.get(MIRROR_ENV) or None
+    offline = offline_mode() if offline is None else offline
+    if offline and force:
+        raise ValueError("force downloads again, which offline forbids")
     if source.startswith("hf://"):
-        return _fetch_hf(parse_hf(source), expected, cache_dir, mirror, progress, force)
+        return _fetch_hf(parse_hf(source), expected, cache_dir, mirror, offline, progress, force)
     if source.startswith(("http://", "https://")):
+        if offline:
+            return _cached_offline(source, cache_path(source, cache_dir), expected)
         limits = _setting(deadline, DEADLINE_ENV, DEADLINE_S), _setting(min_rate, MIN_RATE_ENV, MIN_RATE)
         return _fetch_url(source, expected, cache_dir, mirror, progress, force, _Pace(timeout, *limits))
     if "://" in source:
@@ -236,6 +264,15 @@ def _fetch_local(path: Path, expected: str | None) -> Path:
     return path
 
 
+def _cached_offline(url: str, path: Path, expected: str | None) -> Path:
+    """The cached file of ``url`` without any connection; a file that does not verify is left where it is."""
+    if not path.is_file():
+        raise OfflineError(url, path)
+    if not _matches(actual := sha256_file(path), expected):
+        raise ChecksumError(str(path), expected, actual)
+    return path
+
+
 def _fetch_url(
     url: str, expected: str | None, cache_dir: str | Path | None, mirror: str | None, progress: bool, force: bool,
     pace: _Pace,
@@ -255,7 +292,11 @@ def _fetch_url(
         remote = apply_mirror(url, mirror)
         part = final.with_name(final.name + ".part")
         pace.start()
-        actual = _download(remote, part, progress, pace)
+        try:
+            actual = _download(remote, part, progress, pace)
+        except DownloadError as e:
+            e.path = final
+            raise
         if expected is not None and not actual.startswith(expected):
             part.unlink()
             raise ChecksumError(url if remote == url else f"{url} (from {remote})", expected, actual)
@@ -405,17 +446,11 @@ class _SilentTqdm(tqdm):
         super().__init__(*args, **kwargs)
 
 
-def _hf_offline() -> bool:
-    from huggingface_hub import constants
-
-    env = os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
-    return env or constants.is_offline_mode()
-
-
 def _fetch_hf(
-    src: HfSource, expected: str | None, cache_dir: str | Path | None, mirror: str | None, progress: bool, force: bool
+    src: HfSource, expected: str | None, cache_dir: str | Path | None, mirror: str | None, offline: bool,
+    progress: bool, force: bool,
 ) -> Path:
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
 
     kwargs = dict(
@@ -423,17 +458,18 @@ def _fetch_hf(
         cache_dir=Path(cache_dir).expanduser() / "huggingface" if cache_dir else None,
         tqdm_class=None if progress else _SilentTqdm,
     )
+    offline = offline or constants.is_offline_mode()  # huggingface-hub read $HF_HUB_OFFLINE at import
     cached = None
     if not force:  # a cached file that verifies is used without any network call, whatever the revision names
         try:
             cached = hf_hub_download(**kwargs, local_files_only=True)
         except LocalEntryNotFoundError:
-            if _hf_offline():
-                raise DownloadError(str(src), "not in the huggingface cache and HF_HUB_OFFLINE is set") from None
+            if offline:
+                raise OfflineError(str(src), kwargs["cache_dir"] or Path(constants.HF_HUB_CACHE)) from None
         else:
             if expected is None or _matches(actual := sha256_file(cached), expected):
                 return Path(cached)
-            if _hf_offline():
+            if offline:
                 raise ChecksumError(str(src), expected, actual)
     try:  # a cached file that failed verification is downloaded again
         path = hf_hub_download(**kwargs, force_download=force or cached is not None)
