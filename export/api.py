@@ -12,6 +12,7 @@ from torch import nn
 
 from .artifact import METADATA_FILE, ExportError, build_metadata, read_metadata, staged_dir, write_json
 from .graphs import graph_for, output_names
+from .runtime import runner_for
 from .parity import BF16_TOLERANCE, ParityReport, Tolerance, check_parity
 from .source import ExportSource, load_source
 from zoo import cli_common
@@ -68,22 +69,6 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
     if len(parts) not in (1, 2):
         raise ValueError(f"size must be H or HxW in pixels, got {text!r}")
     return (parts[0], parts[-1])
-
-
-def runner_for(fmt: str, path: Path, outputs: tuple[str, ...] | list[str], runtime: str = "onnxruntime",
-               precision: str = "f32", threads: int | None = None,
-               providers: list[str] | None = None) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
-    """What runs an artefact: TorchScript, or an ONNX file on onnxruntime (f32; ``providers``, default CPU) or
-    OpenVINO (f32 or bf16, CPU); ``outputs``: the names it answers (TorchScript) or fetches (onnxruntime)."""
-    from .runtime import OnnxRunner, OpenVinoRunner, TorchScriptRunner
-
-    if fmt != "onnx":
-        return TorchScriptRunner(path, outputs)
-    if runtime == "openvino":
-        return OpenVinoRunner(path, precision, threads)
-    if runtime != "onnxruntime" or precision != "f32":
-        raise ValueError(f"runtime {runtime!r} at precision {precision!r}: onnxruntime runs f32, openvino f32 or bf16")
-    return OnnxRunner(path, threads, providers, list(outputs))
 
 
 def tolerance_for(precision: str) -> Tolerance:

@@ -45,7 +45,14 @@ def load(
     :class:`~zoo.registry.UnknownModelError` (with close names), an entry without published weights
     :class:`NoPublishedWeightsError` unless ``pretrained=False``.
     """
-    from . import models
+    try:
+        from . import models
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("torch", "torchvision"):
+            raise
+        raise ModuleNotFoundError(f"zoo.load builds PyTorch models and {exc.name} is not installed: pip install "
+                                  '"objects365-zoo[torch]" (the torch-free serving-onnx install serves exported '
+                                  "models only)", name=exc.name) from None
     from .categories import get_categories
 
     spec, weights = resolve_spec(name)

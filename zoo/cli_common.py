@@ -17,14 +17,16 @@ from . import hub
 
 # module -> (what pip installs, the extras of pyproject.toml that hold it)
 OPTIONAL_MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "torch": ("torch", ("torch", "serving", "training", "export")),
+    "torchvision": ("torchvision", ("torch", "serving", "training", "export")),
+    "onnxruntime": ("onnxruntime", ("serving-onnx", "export", "serving")),
     "onnx": ("onnx", ("export",)),
-    "onnxruntime": ("onnxruntime", ("export", "serving")),
     "openvino": ("openvino", ("export", "serving")),
     "tritonclient": ("tritonclient[all]", ("export", "serving")),
-    "fastapi": ("fastapi", ("serving",)),
-    "uvicorn": ("uvicorn[standard]", ("serving",)),
-    "multipart": ("python-multipart", ("serving",)),
-    "prometheus_client": ("prometheus-client", ("serving",)),
+    "fastapi": ("fastapi", ("serving", "serving-onnx")),
+    "uvicorn": ("uvicorn[standard]", ("serving", "serving-onnx")),
+    "multipart": ("python-multipart", ("serving", "serving-onnx")),
+    "prometheus_client": ("prometheus-client", ("serving", "serving-onnx")),
     "faster_coco_eval": ("faster-coco-eval", ("training",)),
     "pycocotools": ("pycocotools", ("training",)),
     "tensorboard": ("tensorboard", ("training",)),
