@@ -92,3 +92,14 @@ def test_command_json_lists_categories_without_match_and_writes_figures(tmp_path
     assert np.allclose(out["overall_precision"]["FN"], 1.0)
     assert all((tmp_path / "figs" / f).stat().st_size > 0 for f in ("diagnose_overall.png",
                                                                        "diagnose_categories.png"))
+
+
+def test_cli_prints_the_table(tmp_path, capsys) -> None:
+    from training.cli import main
+
+    ann = {"images": [{"id": 1, "width": 200, "height": 200, "file_name": "a.jpg"}], "categories": CATEGORIES,
+           "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": CAT, "area": 1600, "iscrowd": 0}]}
+    (tmp_path / "ann.json").write_text(json.dumps(ann))
+    (tmp_path / "pred.json").write_text(json.dumps([{"image_id": 1, "category_id": 1, "bbox": CAT, "score": 0.9}]))
+    assert main(["diagnose", str(tmp_path / "pred.json"), str(tmp_path / "ann.json")]) == 0
+    assert "overall" in capsys.readouterr().out

@@ -49,3 +49,11 @@ def test_plot_writes_the_logged_numbers(tmp_path: Path, monkeypatch) -> None:
 def test_plot_without_logs_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no metrics.jsonl"):
         training.plots.plot_runs([tmp_path], tmp_path / "x.png")
+
+
+def test_cli_writes_the_figure(tmp_path: Path, capsys) -> None:
+    from training.cli import main
+
+    out = tmp_path / "runs.png"
+    assert main(["plot", *map(str, _write_runs(tmp_path)), "--out", str(out)]) == 0
+    assert out.stat().st_size > 0 and f"wrote {out}" in capsys.readouterr().out

@@ -90,3 +90,11 @@ def test_command_json_images_and_plots(tiny: Path, tmp_path: Path) -> None:
     assert out["images_dir"]["missing"] == 2 and out["images_dir"]["missing_examples"] == ["b.jpg", "c.jpg"]
     assert sorted(Path(p).name for p in out["figures"]) == ["dataset_stats.png", "effective_annotations.png"]
     assert all(Path(p).stat().st_size > 0 for p in out["figures"])
+
+
+def test_cli_prints_the_tables(tiny: Path, capsys) -> None:
+    from training.cli import main
+
+    assert main(["stats", str(tiny), "--map", "coco"]) == 0
+    out = capsys.readouterr().out
+    assert "top 10% of categories hold 60.0%" in out and "\ncoco " in out

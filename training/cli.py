@@ -5,6 +5,9 @@
     python -m training eval MODEL --ann PATH [--images DIR] [--metric coco|voc|voc07|citypersons|miou] [--out FILE]
     python -m training publish RUN_DIR NAME [--upload hf://org/repo/file.safetensors]
     python -m training recipes
+    python -m training stats ANN.json [--images DIR] [--map coco|voc] [--json] [--plots DIR]
+    python -m training diagnose PRED.json ANN.json [--json] [--plots DIR]
+    python -m training plot RUN_DIR [RUN_DIR ...] --out FIG.png
 """
 from __future__ import annotations
 
@@ -208,6 +211,29 @@ def recipes_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def stats_cmd(args: argparse.Namespace) -> int:
+    from .stats import stats_cmd as run
+
+    _setup_logging()
+    print(run(args.ann, args.images, args.map, as_json=args.json, plots=args.plots))
+    return 0
+
+
+def diagnose_cmd(args: argparse.Namespace) -> int:
+    from .diagnose import diagnose_cmd as run
+
+    _setup_logging()
+    print(run(args.pred, args.ann, as_json=args.json, plots=args.plots))
+    return 0
+
+
+def plot_cmd(args: argparse.Namespace) -> int:
+    from .plots import plot_runs
+
+    print(f"wrote {plot_runs(args.run_dirs, args.out)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from zoo.cli_common import Parser, add_download_flags, run_cli, use_download_flags
 
@@ -269,6 +295,24 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=publish_cmd)
     r = sub.add_parser("recipes", help="list recipes and their sources")
     r.set_defaults(fn=recipes_cmd)
+    s = sub.add_parser("stats", help="dataset statistics of a COCO JSON (the Objects365 paper's Table 1, Fig. 7)")
+    s.add_argument("ann", help="COCO-format annotation JSON")
+    s.add_argument("--images", help="image folder: count the listed images missing there")
+    s.add_argument("--map", action="append", default=[], choices=("coco", "voc"),
+                   help="effective annotations under this label space; repeatable")
+    s.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    s.add_argument("--plots", metavar="DIR", help="write PNG figures there")
+    s.set_defaults(fn=stats_cmd)
+    d = sub.add_parser("diagnose", help="error breakdown of detections (C75, C50, Loc, Sim, Oth, BG, FN)")
+    d.add_argument("pred", help="COCO results JSON (image_id, category_id, bbox, score)")
+    d.add_argument("ann", help="COCO-format annotation JSON (supercategory fields define Sim)")
+    d.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    d.add_argument("--plots", metavar="DIR", help="write the stacked PR figures there")
+    d.set_defaults(fn=diagnose_cmd)
+    pl = sub.add_parser("plot", help="loss and validation AP against iterations of one or more runs")
+    pl.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    pl.add_argument("--out", required=True, help="PNG to write")
+    pl.set_defaults(fn=plot_cmd)
     args, extra = parser.parse_known_args(argv)
     # recipe overrides may follow options: collect the key=value words argparse left over
     stray = [x for x in extra if x.startswith("-") or "=" not in x or args.command != "train"]
