@@ -386,7 +386,8 @@ def create_app(config: ServingConfig | None = None, backends: Sequence[Backend] 
     async def models() -> ModelsResponse:
         return ModelsResponse(default=state.default, models=[
             ModelDescription(name=b.info.name, version=b.info.version, task=b.info.task, arch=b.info.arch,
-                             backend=b.info.backend, categories=list(b.info.categories),
+                             backend=b.info.backend, precision=b.info.precision,
+                             categories=list(b.info.categories),
                              score_threshold=b.info.score_threshold, max_detections=b.info.max_detections,
                              max_batch_size=state.batchers[n].max_batch_size, ready=state.ready)
             for n, b in state.backends.items()

@@ -74,6 +74,8 @@ class ModelDescription(BaseModel):
     task: Literal["detection", "segmentation"]
     arch: str
     backend: str
+    precision: str = Field(default="fp32", description="What the model computes in: fp32, bf16 (OpenVINO "
+                                                       "--precision bf16) or int8 (a quantized ONNX export).")
     categories: list[str]
     score_threshold: float = Field(description="The model's own floor: requests cannot lower it.")
     max_detections: int

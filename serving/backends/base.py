@@ -20,6 +20,7 @@ class ModelInfo:
     score_threshold: float = 0.05  # the model's own floor: requests cannot see detections below it
     max_detections: int = 100
     label_offset: int = 1  # the label of categories[0]: 1 with a background class (all detectors), else 0
+    precision: str = "fp32"  # what the model computes in: "fp32", "bf16" (OpenVINO) or "int8" (quantized export)
 
 
 @dataclass(frozen=True)

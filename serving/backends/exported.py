@@ -13,14 +13,16 @@ from .base import Detections, ModelInfo, Result
 Runner = Callable[[np.ndarray], dict[str, np.ndarray]]  # images [B, 3, H, W] float32 -> outputs by name
 
 
-def info_from_metadata(meta: dict, backend: str) -> ModelInfo:
-    """A :class:`ModelInfo` from an export's ``metadata.json``."""
+def info_from_metadata(meta: dict, backend: str, runtime_precision: str = "f32") -> ModelInfo:
+    """A :class:`ModelInfo` from an export's ``metadata.json``; its precision is the export's (``"int8"`` for a
+    quantized one), else ``"bf16"`` when the runtime computes in bfloat16, else ``"fp32"``."""
     categories = tuple(meta["categories"])
     offset = int(meta.get("label_offset", 1))
     pre = meta["preprocessing"]
     return ModelInfo(name=meta["model"], version=str(meta["version"]), task=meta["task"], categories=categories,
                      arch=meta.get("arch", ""), backend=backend, score_threshold=float(pre["score_threshold"]),
-                     max_detections=int(pre["max_detections"]) or 100, label_offset=offset)
+                     max_detections=int(pre["max_detections"]) or 100, label_offset=offset,
+                     precision=meta.get("precision") or ("bf16" if runtime_precision == "bf16" else "fp32"))
 
 
 def input_size(meta: dict) -> tuple[int, int]:

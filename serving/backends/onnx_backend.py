@@ -55,7 +55,7 @@ class OnnxBackend(Backend):
         except Exception:
             check_onnx_file(path)  # a file that does not parse: one line naming it, not the runtime's many
             raise
-        self.info = info_from_metadata(self.meta, runtime)
+        self.info = info_from_metadata(self.meta, runtime, precision)
         self.size = input_size(self.meta)
         self.pad = pad_value(self.meta)
         self.max_batch_size = max_batch_size
