@@ -326,8 +326,8 @@ def quantize_export(fp32_dir: str | Path, out_dir: str | Path, *, calibration: s
     from .onnx import set_onnx_metadata
 
     meta = read_metadata(fp32_dir)
-    if meta.get("artifact_format") != "onnx" or meta.get("task") != "detection":
-        raise QuantizationError("int8 quantization takes ONNX exports of detection models")
+    if meta.get("artifact_format") != "onnx" or meta.get("task") != "detection" or "precision" in meta:
+        raise QuantizationError(f"{fp32_dir}: int8 quantization takes fp32 ONNX exports of detection models")
     size = tuple(meta["input"]["shape"][2:])
     pad = float(meta["preprocessing"].get("pad_value", 0.0))
     photos = calibration_photos(calibration, meta["model"], size)

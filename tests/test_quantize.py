@@ -57,6 +57,8 @@ def test_int8_metadata_and_report(int8_dir: Path) -> None:
 
     ops = {node.op_type for node in onnx.load(str(int8_dir / "model.onnx")).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear", "NonMaxSuppression"} <= ops
+    with pytest.raises(QuantizationError, match="takes fp32 ONNX exports"):
+        quantize_export(int8_dir, int8_dir.parent / "again")
 
 
 def test_serving_int8_close_to_fp32(fp32_dir: Path, int8_dir: Path) -> None:
