@@ -148,10 +148,13 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
     found = False
     for i, run in enumerate(run_dirs):
         colour, name = f"C{i % 10}", Path(run).name or str(run)
-        for j, (key, series) in enumerate(sorted(run_curves(run).items())):
+        curves = run_curves(run)
+        terms = sorted(k for k in curves if k.startswith("loss_"))
+        for key, series in curves.items():
             a = ax[0] if key == "loss" else ax[2] if key.startswith("AP") else ax[1]
+            style = ("-", "--", ":", "-.")[terms.index(key) % 4] if key in terms else "--" if key == "AP50" else "-"
             a.plot(series["iteration"], series["value"], color=colour, marker="o" if a is ax[2] else None,
-                   linestyle=("-", "--", ":", "-.")[j % 4], label=f"{name} {key}")
+                   linestyle=style, label=f"{name} {key}")
             found = True
     if not found:
         raise FileNotFoundError(f"no metrics.jsonl or val_history.jsonl rows in {', '.join(map(str, run_dirs))}")
