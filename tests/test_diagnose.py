@@ -103,3 +103,55 @@ def test_cli_prints_the_table(tmp_path, capsys) -> None:
     (tmp_path / "pred.json").write_text(json.dumps([{"image_id": 1, "category_id": 1, "bbox": CAT, "score": 0.9}]))
     assert main(["diagnose", str(tmp_path / "pred.json"), str(tmp_path / "ann.json")]) == 0
     assert "overall" in capsys.readouterr().out
+
+
+def _pycocotools_precision(ann: dict, dets: list[dict], iou: list[float], copies_of=None) -> np.ndarray:
+    """pycocotools' interpolated precision [T, R, K] (area all, 100 detections); ``copies_of(k, c)``: add each box
+    of category c as an ignored box of k (area beyond every range), one category at a time as COCO's analyze()."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    out = []
+    for cat in [c["id"] for c in ann["categories"]]:
+        extra = [] if copies_of is None else [
+            {**a, "id": 1000 + a["id"], "category_id": cat, "area": 1e11} for a in ann["annotations"]
+            if a["category_id"] != cat and copies_of(cat, a["category_id"])]
+        with contextlib.redirect_stdout(io.StringIO()):
+            gt = COCO()
+            gt.dataset = {**ann, "annotations": ann["annotations"] + extra}
+            gt.createIndex()
+            ev = COCOeval(gt, gt.loadRes(dets), "bbox")
+            ev.params.catIds, ev.params.iouThrs, ev.params.maxDets = [cat], np.array(iou), [100]
+            ev.evaluate()
+            ev.accumulate()
+        out.append(ev.eval["precision"][:, :, 0, 0, 0])
+    return np.stack(out, axis=-1)
+
+
+def test_matches_pycocotools_with_ignored_copies_on_random_data() -> None:
+    rng = np.random.default_rng(3)
+    categories = [{"id": i + 1, "name": f"c{i}", "supercategory": "ab"[i % 2]} for i in range(5)]
+    images, annotations, dets = [], [], []
+    for img in range(1, 9):
+        images.append({"id": img, "width": 300, "height": 300, "file_name": f"{img}.jpg"})
+        for _ in range(rng.integers(0, 6)):
+            x, y, w, h = rng.uniform(0, 200, 2).tolist() + rng.uniform(10, 90, 2).tolist()
+            annotations.append({"id": len(annotations) + 1, "image_id": img, "category_id": int(rng.integers(1, 6)),
+                                "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0})
+            for _ in range(rng.integers(0, 4)):  # jittered, sometimes relabelled copies: every error kind
+                jitter = (rng.normal(0, 0.25, 4) * [w, h, w, h]).tolist()
+                dets.append({"image_id": img, "category_id": int(rng.integers(1, 6)), "score": float(rng.random()),
+                             "bbox": [x + jitter[0], y + jitter[1], max(w + jitter[2], 1), max(h + jitter[3], 1)]})
+        dets += [{"image_id": img, "category_id": int(rng.integers(1, 6)), "score": float(rng.random()),
+                  "bbox": rng.uniform(0, 250, 2).tolist() + rng.uniform(5, 50, 2).tolist()} for _ in range(3)]
+    ann = {"images": images, "annotations": annotations, "categories": categories}
+    result = diagnose(ann, dets)
+    same = lambda k, c: categories[k - 1]["supercategory"] == categories[c - 1]["supercategory"]  # noqa: E731
+    expected = np.concatenate([_pycocotools_precision(ann, dets, [0.75, 0.5, 0.1]),
+                               _pycocotools_precision(ann, dets, [0.1], same),
+                               _pycocotools_precision(ann, dets, [0.1], lambda k, c: True)])
+    assert np.allclose(result.precision[:5], expected)
+    assert (result.precision[3] != result.precision[2]).any() and (result.precision[4] != result.precision[3]).any()
