@@ -194,13 +194,13 @@ def format_stats(stats: dict[str, Any], top: int = 10) -> str:
     shown = cats if len(cats) <= 2 * top else [*cats[:top], None, *cats[-top:]]
     lines += ["..." if c is None else f"{c['name'][:32]:<32} {c['boxes']:>10,} {c['images']:>9,}" for c in shown]
     lines += ["", "effective annotations (mean / median over all images; area = union of boxes / image area)",
-              f"{'label space':<12} {'categories':>10} {'boxes':>12} {'images':>9} {'boxes/img':>11} {'cats/img':>10} "
-              f"{'area ratio':>11}"]
+              f"{'label space':<12} {'categories':>10} {'boxes':>12} {'images':>9} {'boxes/img':>13} {'cats/img':>13} "
+              f"{'area ratio':>13}"]
     for name, c in stats["effective"].items():
         ncat = c.get("categories", t["categories"])
         lines.append(f"{name:<12} {ncat:>10} {c['boxes']:>12,} {c['images_with_boxes']:>9,} "
-                     + " ".join(f"{c[k]['mean']:5.2f}/{c[k]['median']:<5.2f}".rjust(w) for k, w in
-                                (("boxes_per_image", 11), ("categories_per_image", 10), ("area_ratio", 11))))
+                     + " ".join(f"{c[k]['mean']:.2f} / {c[k]['median']:.2f}".rjust(13)
+                                for k in ("boxes_per_image", "categories_per_image", "area_ratio")))
     if "images_dir" in stats:
         d = stats["images_dir"]
         lines += ["", f"{d['path']}: {d['missing']:,} of {d['listed']:,} listed images missing"
