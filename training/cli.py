@@ -123,7 +123,7 @@ def train(args: argparse.Namespace) -> int:
     if ctx.is_main:
         run = {"arch": arch, "task": recipe.task, "categories": list(names), "preprocessing": pre.to_dict(),
                "build_kwargs": build_kwargs, "recipe": recipe.to_dict(), "world_size": ctx.world_size,
-               "datasets": [recipe.dataset_format]}
+               "datasets": [Path(recipe.train_ann).name or recipe.dataset_format]}
         publish.write_text(out / publish.RUN_INFO, json.dumps(run, indent=2))
     torch.manual_seed(recipe.seed + ctx.rank)
     result = Trainer(model, dataset, recipe, out, ctx, progress=not args.no_progress).fit()
