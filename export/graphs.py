@@ -143,10 +143,14 @@ class DetectionGraph(nn.Module):
 
 
 class RetinaNetGraph(DetectionGraph):
-    """torchvision ``RetinaNet`` inference: per-level top-k candidates, class-wise NMS, top ``D``."""
+    """torchvision ``RetinaNet`` inference: per-level top-k candidates, class-wise NMS, top ``D``; the zoo's
+    MMDetection-compatible RetinaNet also drops boxes of zero width or height before NMS."""
 
     def __init__(self, model: RetinaNet, image_size: tuple[int, int]) -> None:
+        from zoo.models.retinanet import MMDetRetinaNet
+
         super().__init__(model, image_size)
+        self.drop_empty = isinstance(model, MMDetRetinaNet)
         self.backbone = model.backbone
         self.head = model.head
         anchors, per_level, _ = self.anchors_and_features(model.backbone, model.anchor_generator)
@@ -183,7 +187,10 @@ class RetinaNetGraph(DetectionGraph):
         boxes = decode_boxes(_gather_rows(regression, anchor_idx), self.anchors[anchor_idx], self.coder_weights,
                              self.coder_clip)
         boxes = clip_boxes(boxes, self.resized[0], self.resized[1])
-        scores = mask_scores(scores, scores > self.score_thresh)
+        valid = scores > self.score_thresh
+        if self.drop_empty:
+            valid = valid & (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
+        scores = mask_scores(scores, valid)
         per_class = torch.full((scores.shape[0], num_classes, scores.shape[1]), -1.0, dtype=scores.dtype,
                                device=scores.device)
         per_class = per_class.scatter(1, labels.unsqueeze(1), scores.unsqueeze(1))

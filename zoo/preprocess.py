@@ -11,7 +11,7 @@ from typing import Literal
 from .letterbox import letterbox, letterbox_geometry
 
 __all__ = ["Preprocessing", "letterbox", "letterbox_geometry", "IMAGENET_MEAN", "IMAGENET_STD", "DETECTION_800",
-           "SEGMENTATION_512", "AERIAL_400", "YOLOX_416"]
+           "SEGMENTATION_512", "AERIAL_400", "YOLOX_416", "mmdet_resized_size"]
 
 # ImageNet statistics on the [0, 1] scale. MMDetection's [123.675, 116.28, 103.53] / [58.395, 57.12, 57.375] on the
 # [0, 255] scale in RGB order are the same numbers divided by 255.
@@ -70,6 +70,13 @@ class Preprocessing:
             if key in data:
                 data[key] = tuple(data[key])
         return cls(**data)
+
+
+def mmdet_resized_size(height: int, width: int, short: int, long: int) -> tuple[int, int]:
+    """``(H, W)`` of MMDetection's keep-ratio ``Resize`` (mmcv ``rescale_size``): scale ``min(long / max side,
+    short / min side)``, sides ``int(side * scale + 0.5)``; torchvision floors instead (1202 where this is 1203)."""
+    scale = min(long / max(height, width), short / min(height, width))
+    return int(height * scale + 0.5), int(width * scale + 0.5)
 
 
 DETECTION_800 = Preprocessing()

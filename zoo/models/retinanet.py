@@ -6,10 +6,12 @@ COCO RetinaNet carries "__background__".
 
 ``compat="mmdet"`` reproduces MMDetection's RetinaNet R50-FPN (configs/_base_/models/retinanet_r50_fpn.py, FPN with
 ``add_extra_convs='on_input'``): P6 is a stride-2 conv on C5 (2048 channels in) and P7 a conv on P6 with no ReLU in
-between (torchvision: P6 from P5 and ReLU before P7), and anchor sizes are ``4 * 2**(k/3) * stride`` unrounded
-(torchvision truncates them to 32, 40, 50, ... and rounds the base anchors). Test settings are MMDetection's in both
-modes: 1000 top candidates per level above score 0.05, class-wise NMS 0.5, 100 detections (torchvision's default
-keeps 300).
+between (torchvision: P6 from P5 and ReLU before P7); anchor sizes are ``4 * 2**(k/3) * stride`` unrounded at the
+nominal strides (torchvision truncates them to 32, 40, 50, ..., rounds the base anchors and derives strides 61 and
+114 for P6 and P7 at an 800 px side); boxes of zero width or height after clipping are dropped before NMS
+(``min_bbox_size=0``; torchvision keeps them); images are prepared as MMDetection does (see
+:class:`~zoo.models.faster_rcnn.MMDetTransform`). Test settings are MMDetection's in both modes: 1000 top candidates
+per level above score 0.05, class-wise NMS 0.5, 100 detections (torchvision's default keeps 300).
 """
 from __future__ import annotations
 
@@ -20,11 +22,12 @@ from torch import Tensor, nn
 from torchvision.models.detection import RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+from torchvision.ops import boxes as box_ops
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelP6P7
 
 from ..preprocess import DETECTION_800, Preprocessing
 from . import register_builder
-from .faster_rcnn import Compat, UnroundedAnchorGenerator, check_compat, resnet50_body
+from .faster_rcnn import Compat, UnroundedAnchorGenerator, check_compat, resnet50_body, use_mmdet_transform
 
 BACKGROUND_BIAS = -10.0
 STRIDES = (8, 16, 32, 64, 128)
@@ -53,9 +56,39 @@ def anchor_generator(compat: Compat) -> AnchorGenerator:
     """Three octave scales and three ratios per level, ratio-major (both libraries' order)."""
     if compat == "mmdet":
         sizes = tuple(tuple(4 * 2 ** (k / 3) * s for k in range(3)) for s in STRIDES)
-        return UnroundedAnchorGenerator(sizes, (RATIOS,) * len(sizes))
+        return UnroundedAnchorGenerator(sizes, (RATIOS,) * len(sizes), STRIDES)
     sizes = tuple((4 * s, int(4 * s * 2 ** (1 / 3)), int(4 * s * 2 ** (2 / 3))) for s in STRIDES)
     return AnchorGenerator(sizes, (RATIOS,) * len(sizes))
+
+
+class MMDetRetinaNet(RetinaNet):
+    """torchvision's ``RetinaNet`` with MMDetection's post-processing (``BaseDenseHead``): per level the top
+    ``topk_candidates`` scores above ``score_thresh``, decoded and clipped; boxes of zero width or height dropped
+    (``min_bbox_size=0``); class-wise NMS; the top ``detections_per_img``."""
+
+    def postprocess_detections(self, head_outputs: dict[str, list[Tensor]], anchors: list[list[Tensor]],
+                               image_shapes: list[tuple[int, int]]) -> list[dict[str, Tensor]]:
+        detections: list[dict[str, Tensor]] = []
+        for index, image_shape in enumerate(image_shapes):
+            boxes_l, scores_l, labels_l = [], [], []
+            for regression, logits, level_anchors in zip(head_outputs["bbox_regression"], head_outputs["cls_logits"],
+                                                         anchors[index]):
+                num_classes = logits.shape[-1]
+                scores = torch.sigmoid(logits[index]).flatten()
+                candidates = torch.where(scores > self.score_thresh)[0]
+                scores, order = scores[candidates].topk(min(self.topk_candidates, candidates.numel()))
+                candidates = candidates[order]
+                anchor_idx = torch.div(candidates, num_classes, rounding_mode="floor")
+                boxes = self.box_coder.decode_single(regression[index][anchor_idx], level_anchors[anchor_idx])
+                boxes_l.append(box_ops.clip_boxes_to_image(boxes, image_shape))
+                scores_l.append(scores)
+                labels_l.append(candidates % num_classes)
+            boxes, scores, labels = torch.cat(boxes_l), torch.cat(scores_l), torch.cat(labels_l)
+            sized = torch.where((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]))[0]
+            keep = sized[box_ops.batched_nms(boxes[sized], scores[sized], labels[sized], self.nms_thresh)]
+            keep = keep[: self.detections_per_img]
+            detections.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]})
+        return detections
 
 
 @torch.no_grad()
@@ -100,6 +133,8 @@ def retinanet_r50_fpn(
         "anchor_generator": anchor_generator(compat),
     }
     options.update(kwargs)
-    model = RetinaNet(backbone, num_classes=num_classes, **options)
+    model = (MMDetRetinaNet if compat == "mmdet" else RetinaNet)(backbone, num_classes=num_classes, **options)
+    if compat == "mmdet":
+        use_mmdet_transform(model)
     set_background_rows_(model.head.classification_head.cls_logits, num_classes)
     return model
