@@ -144,8 +144,8 @@ register(ModelSpec(
     license="apache-2.0",
     recipe=(f"Megvii's YOLOX-Nano COCO 2017 training (300 epochs, mosaic + mixup, SGD, 416 px), as released by "
             f"Megvii; converted here from an ONNX export with BatchNorm folded (`{_YOLOX_CMD}`; the file's sha256 "
-            "695e750a5d5754bb5a8d5325643b59282191a7e7a564e435a415fd3c578eab14). Finetune it with "
-            "`python -m training train ... --init yolox_nano_coco`."),
+            "695e750a5d5754bb5a8d5325643b59282191a7e7a564e435a415fd3c578eab14). Finetune it on your data with "
+            "`python -m training finetune --train ann.json --images img/ --name my_model` (its CPU default)."),
     metrics=(Metric("COCO val2017", "detection", "box AP", 25.8,
                     "Megvii YOLOX README (github.com/Megvii-BaseDetection/YOLOX), YOLOX-Nano at 416x416"),),
     datasets=("coco",),
