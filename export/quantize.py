@@ -273,8 +273,9 @@ def quantize_file(fp32: Path, out: Path, photos: list[Image.Image], size: tuple[
                                           quantize_static)
 
     reader = type("Reader", (PhotoReader, CalibrationDataReader), {})(photos, size, pad)
+    source, target = str(fp32.resolve()), str(out.resolve())  # before the chdir: relative paths name the caller's
     with tempfile.TemporaryDirectory() as scratch, contextlib.chdir(scratch):  # the calibrator's augmented model
-        quantize_static(str(fp32.resolve()), str(out.resolve()), reader, quant_format=QuantFormat.QDQ,
+        quantize_static(source, target, reader, quant_format=QuantFormat.QDQ,
                         op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_exclude=postprocessing_nodes(fp32),
                         per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax)
