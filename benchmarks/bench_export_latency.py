@@ -35,7 +35,7 @@ from export.api import runner_for, tolerance_for  # noqa: E402
 from export.parity import check_parity, sample_photos  # noqa: E402
 from export.runtime import OnnxRunner, TorchScriptRunner, bf16_supported  # noqa: E402
 from export.source import load_source  # noqa: E402
-from export.graphs import output_names  # noqa: E402
+from export.contract import output_names  # noqa: E402
 from zoo.categories import get_categories  # noqa: E402
 from zoo.models import build  # noqa: E402
 

@@ -25,7 +25,7 @@ import zoo  # noqa: E402
 from _common import median_time, report  # noqa: E402
 from export import export_model  # noqa: E402
 from export.api import runner_for  # noqa: E402
-from export.graphs import output_names  # noqa: E402
+from export.contract import output_names  # noqa: E402
 from export.parity import sample_photos  # noqa: E402
 from zoo.letterbox import letterbox  # noqa: E402
 

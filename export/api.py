@@ -11,7 +11,8 @@ from PIL import Image
 from torch import nn
 
 from .artifact import METADATA_FILE, ExportError, build_metadata, read_metadata, staged_dir, write_json
-from .graphs import graph_for, output_names
+from .contract import output_names
+from .graphs import graph_for
 from .runtime import runner_for
 from .parity import BF16_TOLERANCE, ParityReport, Tolerance, check_parity
 from .source import ExportSource, load_source

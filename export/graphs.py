@@ -421,14 +421,6 @@ class SegmentationGraph(nn.Module):
         return logits.argmax(dim=1), logits
 
 
-DETECTION_OUTPUTS = ("boxes", "scores", "labels", "num_detections")
-SEGMENTATION_OUTPUTS = ("labels", "logits")
-
-
-def output_names(task: str) -> tuple[str, ...]:
-    return SEGMENTATION_OUTPUTS if task == "segmentation" else DETECTION_OUTPUTS
-
-
 def graph_for(model: nn.Module, image_size: tuple[int, int], task: str = "detection") -> nn.Module:
     """The export graph of ``model`` at ``image_size = (H, W)``."""
     _check_size(image_size)

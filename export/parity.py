@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
             import tempfile
 
             from .api import default_image_size, export_model, parse_size
-            from .graphs import output_names
+            from .contract import output_names
             from .source import load_source
 
             source = load_source(args.target, pretrained=not args.random_weights,

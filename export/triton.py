@@ -16,7 +16,6 @@ parsing it into ``tritonclient``'s ``ModelConfig`` before the repository is publ
 """
 from __future__ import annotations
 
-import re
 import shutil
 import sys
 from pathlib import Path
@@ -27,7 +26,7 @@ from torch import nn
 
 from .api import export_model, parse_size, run_cli
 from .artifact import METADATA_FILE, ExportError, read_metadata, staged_dir
-from .graphs import DETECTION_OUTPUTS
+from .contract import DETECTION_OUTPUTS, triton_name
 from .source import ExportSource, load_source
 from zoo.cli_common import Parser, add_download_flags, use_download_flags
 
@@ -35,14 +34,6 @@ TEMPLATES = Path(__file__).resolve().parent / "triton_models"
 LETTERBOX = Path(__file__).resolve().parents[1] / "zoo" / "letterbox.py"
 DEVICES = {"cpu": "KIND_CPU", "gpu": "KIND_GPU"}
 TYPES = {"float32": "TYPE_FP32", "int64": "TYPE_INT64", "int32": "TYPE_INT32", "bytes": "TYPE_STRING"}
-
-
-def triton_name(name: str) -> str:
-    """A model name Triton and file systems accept: lowercase letters, digits and underscores."""
-    cleaned = re.sub(r"[^a-z0-9_]+", "_", name.lower()).strip("_")
-    if not cleaned:
-        raise ValueError(f"cannot make a Triton model name from {name!r}")
-    return cleaned
 
 
 def _tensor(name: str, dtype: str, dims: list[int], *, scalar: bool = False) -> str:

@@ -78,8 +78,8 @@ def finetune(train: str | Path, images: str | Path | None = None, *, init: str |
     init = init or (CPU_DEFAULT if on_cpu else "fpn_r50_obj365")
     name = name or f"{Path(str(train)).stem}_{init}".replace(".", "_")
     run_dir = Path(out) if out is not None else Path("runs") / name
-    spec = zoo.get_spec(init) if not str(init).endswith(".safetensors") else None
-    pre = spec.preprocessing if spec is not None else zoo.api.resolve_spec(str(init))[0].preprocessing
+    init_spec = zoo.api.resolve_spec(str(init))[0]  # a registry name or one of our .safetensors files
+    pre = init_spec.preprocessing
     fmt = "coco" if str(train).endswith(".json") else "voc"
     if fmt == "coco" and images is None:
         raise ValueError("a COCO-format train set needs images=<its image folder>")
@@ -88,8 +88,7 @@ def finetune(train: str | Path, images: str | Path | None = None, *, init: str |
     names = tuple(train_set.categories)
     if not names:
         raise ValueError(f"{train}: no categories with boxes")
-    table = mapping_table(zoo.api.resolve_spec(str(init))[0].categories if spec is None else spec.categories,
-                          list(names))
+    table = mapping_table(init_spec.categories, list(names))
     mapped = {dst: src for dst, src in table if src is not None}
     fresh = [d for d, s in table if s is None]
     seed_everything(seed)
