@@ -1,0 +1,110 @@
+"""Pictures of results in the Objects365 paper's Fig. 9 scheme: matching (zoo.visualize.compare), drawing, the
+contact sheet, and the commands that write them (`zoo predict --compare`, `python -m training diagnose --pictures`)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from zoo.visualize import (
+    FALSE_NEGATIVE_COLOUR,
+    FALSE_POSITIVE_COLOUR,
+    MATCHED_GT_COLOUR,
+    MATCHED_PRED_COLOUR,
+    compare,
+    contact_sheet,
+    draw_comparison,
+)
+
+GREY = (128, 128, 128)
+
+
+def test_each_kind_lands_in_its_set():
+    gt = [[10, 10, 60, 60], [120, 10, 170, 60], [10, 70, 50, 110]]
+    gt_labels = [1, 1, 1]
+    pred = [[12, 12, 62, 62],  # TP on gt 0
+            [10, 10, 60, 60],  # same box as gt 0 but lower score: a duplicate, FP
+            [10, 70, 50, 110],  # exactly on gt 2 but another class: FP, and gt 2 stays a FN
+            [70, 70, 110, 110]]  # on nothing: FP
+    c = compare(pred, [1, 1, 2, 1], [0.9, 0.8, 0.95, 0.5], gt, gt_labels)
+    assert c.pred_match.tolist() == [0, -1, -1, -1]
+    assert c.gt_match.tolist() == [0, -1, -1]
+    assert c.matched_pred.tolist() == [0] and c.matched_gt.tolist() == [0]
+    assert c.false_positives.tolist() == [1, 2, 3] and c.false_negatives.tolist() == [1, 2]
+    assert c.pairs.tolist() == [[0, 0]]
+    assert (c.tp, c.fp, c.fn, c.errors) == (1, 3, 2, 5)
+
+
+def test_matching_is_greedy_by_score_and_takes_the_best_free_box():
+    gt = [[0, 0, 10, 10], [0, 0, 10, 12]]
+    # the lower-scored prediction fits gt 0 exactly, but the higher-scored one takes it first (IoU 0.9 > 0.75 with
+    # gt 1); the lower-scored one then takes gt 1 (IoU 0.83)
+    c = compare([[0, 0, 10, 10], [0, 0, 10, 9]], [1, 1], [0.3, 0.9], gt, [1, 1])
+    assert c.pred_match.tolist() == [1, 0]
+    assert c.pairs.tolist() == [[1, 0], [0, 1]]
+
+
+def test_iou_threshold_is_inclusive():
+    gt = [[0, 0, 10, 10]]
+    half = [[0, 0, 10, 5]]  # IoU exactly 0.5
+    assert compare(half, [3], [0.9], gt, [3]).tp == 1
+    assert compare(half, [3], [0.9], gt, [3], iou_threshold=0.51).tp == 0
+
+
+def test_empty_and_bad_input():
+    c = compare([], [], [], [[0, 0, 5, 5]], [1])
+    assert (c.tp, c.fp, c.fn) == (0, 0, 1) and c.pairs.shape == (0, 2)
+    c = compare(np.zeros((0, 4)), [], [], [], [])
+    assert (c.tp, c.fp, c.fn) == (0, 0, 0)
+    with pytest.raises(ValueError, match="one entry per box"):
+        compare([[0, 0, 5, 5]], [1, 2], [0.5], [], [])
+    with pytest.raises(ValueError, match="iou_threshold"):
+        compare([], [], [], [], [], iou_threshold=0)
+
+
+def _constructed() -> tuple[Image.Image, object]:
+    image = Image.new("RGB", (200, 130), GREY)
+    comparison = compare([[20, 20, 70, 70], [120, 80, 170, 120]], [1, 2], [0.9, 0.6],
+                         [[14, 14, 76, 76], [120, 10, 170, 60]], [1, 1])
+    return image, comparison
+
+
+def test_colours_at_box_edges():
+    image, c = _constructed()
+    assert (c.tp, c.fp, c.fn) == (1, 1, 1)
+    drawn = draw_comparison(image, c, ["cat", "dog"], width=3, captions=False, legend=False)
+    assert drawn.size == image.size and image.getpixel((14, 40)) == GREY  # a copy: the input is untouched
+    px = drawn.getpixel
+    assert px((14, 45)) == px((16, 45)) == px((75, 45)) == MATCHED_GT_COLOUR  # outline 3 px wide, inwards
+    assert px((20, 45)) == px((45, 69)) == MATCHED_PRED_COLOUR
+    assert px((120, 35)) == px((145, 10)) == FALSE_NEGATIVE_COLOUR
+    assert px((120, 100)) == px((169, 100)) == FALSE_POSITIVE_COLOUR
+    assert px((45, 45)) == px((100, 100)) == GREY  # inside boxes and between them: untouched
+
+
+def test_legend_and_captions():
+    image, c = _constructed()
+    drawn = draw_comparison(image, c, ["cat", "dog"], width=3)
+    assert drawn.width == image.width and drawn.height > image.height
+    strip = np.asarray(drawn)[image.height:].reshape(-1, 3)
+    colours = {tuple(int(v) for v in p) for p in strip}
+    for colour in (MATCHED_GT_COLOUR, MATCHED_PRED_COLOUR, FALSE_NEGATIVE_COLOUR, FALSE_POSITIVE_COLOUR):
+        assert colour in colours
+    plain = np.asarray(draw_comparison(image, c, ["cat", "dog"], width=3, legend=False, captions=False))
+    captioned = np.asarray(drawn)[:image.height]
+    assert (captioned != plain).any()  # the captions add pixels; without names the label numbers are written
+    assert (np.asarray(draw_comparison(image, c, width=3, legend=False)) != plain).any()
+
+
+@pytest.mark.parametrize(("n", "columns", "grid"), [(5, 2, (2, 3)), (3, 4, (3, 1)), (8, 4, (4, 2))])
+def test_contact_sheet_grid(n, columns, grid):
+    pictures = [Image.new("RGB", (100 + 10 * k, 60), (40 * k % 256, 90, 200)) for k in range(n)]
+    sheet = contact_sheet(pictures, columns=columns, thumb=64)
+    assert sheet.size == (grid[0] * 64, grid[1] * 64)
+    # first picture (wider than tall) centred in its cell: the cell's middle has its colour, its top corner is white
+    assert sheet.getpixel((32, 32)) == (0, 90, 200) and sheet.getpixel((0, 0)) == (255, 255, 255)
+    with_text = contact_sheet(pictures, [f"image {k}" for k in range(n)], columns=columns, thumb=64)
+    assert with_text.width == sheet.width and with_text.height > sheet.height
+    assert (np.asarray(with_text) < 100).any()  # the captions are written in black
+    with pytest.raises(ValueError, match="no pictures"):
+        contact_sheet([])
