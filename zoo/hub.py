@@ -45,10 +45,10 @@ from pathlib import Path
 from filelock import FileLock
 from tqdm.auto import tqdm
 
-CACHE_ENV = "O365ZOO_CACHE"
+from .vocabulary import CACHE_ENV, cache_root
+
 MIRROR_ENV = "O365ZOO_MIRROR"
 OFFLINE_ENV = "O365ZOO_OFFLINE"
-DEFAULT_CACHE = "~/.cache/objects365-zoo"
 DEADLINE_ENV = "O365ZOO_DOWNLOAD_DEADLINE"
 MIN_RATE_ENV = "O365ZOO_DOWNLOAD_MIN_RATE"
 TIMEOUT_S = 30.0  # seconds per socket operation (connect, each read), not for the whole download
@@ -145,11 +145,6 @@ def sha256_file(path: str | Path) -> str:
         while chunk := f.read(_CHUNK):
             h.update(chunk)
     return h.hexdigest()
-
-
-def cache_root(cache_dir: str | Path | None = None) -> Path:
-    """``cache_dir``, else ``$O365ZOO_CACHE``, else ``~/.cache/objects365-zoo``."""
-    return Path(cache_dir or os.environ.get(CACHE_ENV) or DEFAULT_CACHE).expanduser()
 
 
 def cache_path(url: str, cache_dir: str | Path | None = None) -> Path:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .preprocess import Preprocessing
+from .vocabulary import DETECTION, cache_root
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ class ModelSpec:
     @property
     def label_offset(self) -> int:
         """The label of ``categories[0]``: 1 where label 0 is background (every detector; VOC-style segmenters)."""
-        return 1 if self.task == "detection" or self.background else 0
+        return 1 if self.task == DETECTION or self.background else 0
 
     @property
     def num_outputs(self) -> int:
@@ -154,8 +155,6 @@ def safetensors_metadata(path: str | Path) -> dict[str, str]:
 
 def user_registry_path() -> Path:
     """``$O365ZOO_REGISTRY``, else ``registry.json`` in the cache folder (``$O365ZOO_CACHE``)."""
-    from .hub import cache_root
-
     return Path(os.environ.get(USER_REGISTRY_ENV) or cache_root() / "registry.json").expanduser()
 
 

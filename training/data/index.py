@@ -25,6 +25,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from zoo.vocabulary import cache_root
+
 log = logging.getLogger(__name__)
 
 INDEX_VERSION = 1
@@ -101,8 +103,7 @@ def index_dir(json_path: Path, cache_dir: str | Path | None = None) -> Path:
     """``<json>.index`` beside the JSON if that folder is writable, else a folder under the cache."""
     if cache_dir is None and os.access(json_path.resolve().parent, os.W_OK):
         return json_path.resolve().parent / f"{json_path.name}.index"
-    root = Path(cache_dir) if cache_dir is not None else Path(
-        os.environ.get("O365ZOO_CACHE", Path.home() / ".cache" / "objects365-zoo")) / "index"
+    root = Path(cache_dir) if cache_dir is not None else cache_root() / "index"
     root.mkdir(parents=True, exist_ok=True)
     key = hashlib.sha1(str(json_path.resolve()).encode()).hexdigest()[:16]
     return root / f"{json_path.name}.{key}"
