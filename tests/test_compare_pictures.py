@@ -2,6 +2,11 @@
 contact sheet, and the commands that write them (`zoo predict --compare`, `python -m training diagnose --pictures`)."""
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -108,3 +113,85 @@ def test_contact_sheet_grid(n, columns, grid):
     assert (np.asarray(with_text) < 100).any()  # the captions are written in black
     with pytest.raises(ValueError, match="no pictures"):
         contact_sheet([])
+
+
+def _run(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], check=False, capture_output=True, text=True,
+                          timeout=300, cwd=cwd, env={"OMP_NUM_THREADS": "2", "PATH": "/usr/bin:/bin"})
+
+
+def _near(picture: Image.Image, x: int, y: int, colour: tuple[int, int, int]) -> bool:
+    """The mean colour of a 2-pixel-wide line segment around (x, y) of a JPEG is within reach of ``colour``."""
+    patch = np.asarray(picture.convert("RGB"), dtype=np.float64)[y - 8:y + 8, x:x + 2].reshape(-1, 3).mean(axis=0)
+    return bool(np.abs(patch - colour).max() < 60)
+
+
+# hand-written ground truth for two scikit-image photos (yolox_nano_coco at score >= 0.3 finds the person in the
+# first and calls the second a cat over the whole photo)
+ANNOTATION = {
+    "images": [{"id": 1, "file_name": "photos/astronaut.png", "width": 512, "height": 512},
+               {"id": 2, "file_name": "chelsea.png", "width": 451, "height": 300}],
+    "categories": [{"id": 1, "name": "person"}, {"id": 5, "name": "Airplane"}, {"id": 18, "name": "dog"},
+                   {"id": 90, "name": "helmet"}],
+    "annotations": [
+        {"id": 1, "image_id": 1, "category_id": 1, "bbox": [20, 15, 345, 497]},  # found: TP
+        {"id": 2, "image_id": 1, "category_id": 5, "bbox": [355, 0, 115, 285]},  # the shuttle as airplane: FN
+        {"id": 3, "image_id": 1, "category_id": 90, "bbox": [278, 343, 232, 169]},  # not a COCO class: left out
+        {"id": 4, "image_id": 1, "category_id": 1, "bbox": [0, 0, 100, 100], "iscrowd": 1},  # crowd: left out
+        {"id": 5, "image_id": 2, "category_id": 18, "bbox": [40, 20, 380, 270]},  # the cat as a dog: FN, cat FP
+    ]}
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    from skimage import data
+
+    folder = tmp_path_factory.mktemp("photos")
+    Image.fromarray(data.astronaut()).save(folder / "astronaut.png")
+    Image.fromarray(data.chelsea()).save(folder / "chelsea.png")
+    Image.fromarray(data.chelsea()).save(folder / "unlisted.png")
+    (folder / "ann.json").write_text(json.dumps(ANNOTATION))
+    return folder
+
+
+def test_zoo_predict_compare_on_real_photos(photos):
+    done = _run("zoo", "predict", ".", "--compare", "ann.json", "--out", "pictures", cwd=photos)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "astronaut.png (512x512): 1 detection; TP 1  FP 0  FN 1" in lines
+    assert "chelsea.png (451x300): 1 detection; TP 0  FP 1  FN 1" in lines
+    assert lines[-1].startswith("2 images at IoU 0.5: TP 1  FP 1  FN 2;")
+    # left out, each said once: the unlisted photo and the category the model lacks
+    assert done.stderr.count("unlisted.png") == 1 and done.stderr.count("helmet") == 1
+    astronaut = Image.open(photos / "pictures" / "astronaut.jpg")
+    assert astronaut.width == 512 and astronaut.height > 512  # the legend strip below
+    assert _near(astronaut, 20, 250, MATCHED_GT_COLOUR)
+    assert _near(astronaut, 469, 150, FALSE_NEGATIVE_COLOUR)
+    chelsea = Image.open(photos / "pictures" / "chelsea.jpg")
+    assert _near(chelsea, 40, 150, FALSE_NEGATIVE_COLOUR) and _near(chelsea, 0, 150, FALSE_POSITIVE_COLOUR)
+    sheet = Image.open(photos / "pictures" / "contact_sheet.jpg")
+    assert sheet.width == 2 * 256 and 256 < sheet.height < 2 * 256  # one row of two 256-pixel cells and captions
+    # worst first: chelsea (2 errors) left of astronaut (1)
+    cells = np.asarray(sheet, dtype=np.float64)
+    left, right = cells[:256, :256].mean(axis=(0, 1)), cells[:256, 256:].mean(axis=(0, 1))
+    small = chelsea.copy()
+    small.thumbnail((256, 256))
+    tone = np.asarray(small, dtype=np.float64).mean(axis=(0, 1))
+    assert np.abs(left - 255 + (255 - tone) * small.width * small.height / 256**2).max() < 10
+    assert np.abs(right - left).max() > 10
+
+
+def test_zoo_predict_compare_json_and_errors(photos):
+    done = _run("zoo", "predict", "astronaut.png", "--compare", "ann.json", "--out", "pj", "--json", cwd=photos)
+    assert done.returncode == 0, done.stderr
+    line = json.loads(done.stdout)  # stdout stays JSON lines: the summary goes to stderr
+    assert (line["tp"], line["fp"], line["fn"]) == (1, 0, 1)
+    for args, message in [((), "--compare needs --out DIR"),
+                          (("--out", "o"), "no image given (1) is listed in ann.json"),
+                          (("--out", "o", "--iou", "0"), "no image given")]:
+        done = _run("zoo", "predict", "unlisted.png", "--compare", "ann.json", *args, cwd=photos)
+        assert done.returncode == 2 and message in done.stderr and len(done.stderr.splitlines()) == 1, done.stderr
+    (photos / "bad.json").write_text(json.dumps({"images": [{"id": 1}], "annotations": [], "categories": []}))
+    done = _run("zoo", "predict", "astronaut.png", "--compare", "bad.json", "--out", "o", cwd=photos)
+    assert done.returncode == 2 and "malformed COCO annotation" in done.stderr
+    assert len(done.stderr.splitlines()) == 1

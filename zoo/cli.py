@@ -144,7 +144,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     from .api import load
     from .inference import detect
-    from .visualize import draw_detections
+    from .result_pictures import PictureWriter, counts
+    from .visualize import compare, draw_detections
 
     inputs = list(args.inputs)
     model_name = args.model
@@ -155,13 +156,19 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     paths = expand_images(inputs)
     if not paths:
         raise FileNotFoundError(f"no images in {' '.join(inputs)} ({', '.join(IMAGE_SUFFIXES)})")
+    if args.compare:
+        paths, truth_of, categories = _annotated_images(args, paths)
     model = load(model_name, device=args.device, mirror=args.mirror, progress=not args.json)
     if model.spec.task != "detection":
         raise ValueError(f"{model_name} is a {model.spec.task} model; zoo predict runs detectors")
     wanted = _class_filter(args.classes, model.categories)
+    if args.compare:
+        label_of = _model_labels(args.compare, categories, model.categories)
+        writer = PictureWriter(args.out, model.categories, captions=not args.no_labels)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
     failed = 0
+    totals = [0, 0, 0]  # TP, FP, FN over the compared images
     for path in tqdm(paths, desc="predict", unit="image", disable=None if len(paths) > 3 else True,
                      file=sys.stderr):
         try:
@@ -178,22 +185,75 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         rows = [{"name": model.categories[int(found["labels"][i]) - 1], "label": int(found["labels"][i]),
                  "score": round(float(found["scores"][i]), 4),
                  "box": [round(float(v), 1) for v in found["boxes"][i]]} for i in keep]
+        line = {"image": str(path), "width": image.width, "height": image.height, "model": model_name,
+                "detections": rows}
+        if args.compare:
+            truth = truth_of[path]
+            if truth.width and (truth.width, truth.height) != image.size:
+                print(f"zoo predict: {path} is {image.width}x{image.height} but {args.compare} says "
+                      f"{truth.width}x{truth.height}; its ground-truth boxes may be misplaced", file=sys.stderr)
+            gt = [k for k, cid in enumerate(truth.category_ids.tolist())
+                  if cid in label_of and (wanted is None or label_of[cid] in wanted)]
+            comparison = compare(found["boxes"][keep], found["labels"][keep], found["scores"][keep],
+                                 truth.boxes[gt], [label_of[int(truth.category_ids[k])] for k in gt], args.iou)
+            line.update(tp=comparison.tp, fp=comparison.fp, fn=comparison.fn)
+            totals = [totals[0] + comparison.tp, totals[1] + comparison.fp, totals[2] + comparison.fn]
+            writer.add(path.stem, image, comparison)
         if args.json:
-            print(json.dumps({"image": str(path), "width": image.width, "height": image.height, "model": model_name,
-                              "detections": rows}))
+            print(json.dumps(line))
         else:
-            print(f"{path} ({image.width}x{image.height}): {len(rows)} detection{'s' if len(rows) != 1 else ''}")
+            counted = f"; {counts(comparison)}" if args.compare else ""
+            print(f"{path} ({image.width}x{image.height}): {len(rows)} detection{'s' if len(rows) != 1 else ''}"
+                  f"{counted}")
             for row in rows:
                 print(f"  {row['name']:>20s}  {row['score']:.3f}  [{', '.join(f'{v:.1f}' for v in row['box'])}]")
-        if args.out:
+        if args.out and not args.compare:
             drawn = draw_detections(image, [r["box"] for r in rows], [r["label"] for r in rows],
                                     [r["score"] for r in rows], [r["name"] for r in rows],
                                     captions=not args.no_labels)
             target = args.out / f"{path.stem}.jpg"
             drawn.save(target, quality=90)
-    if args.out and not args.json:
+    if args.compare and failed < len(paths):
+        sheet = writer.write_sheet()
+        print(f"{len(paths) - failed} images at IoU {args.iou:g}: TP {totals[0]}  FP {totals[1]}  FN {totals[2]}; "
+              f"pictures (matched ground truth green, matched predictions light blue, false negatives red, false "
+              f"positives blue) in {args.out}, contact sheet worst first: {sheet}",
+              file=sys.stderr if args.json else sys.stdout)
+    elif args.out and not args.json:
         print(f"annotated images in {args.out}", file=sys.stderr)
     return 1 if failed == len(paths) else 0
+
+
+def _annotated_images(args: argparse.Namespace, paths: list[Path]) -> tuple[list[Path], dict, dict[int, str]]:
+    """For ``--compare``: the images listed in the annotation file, each one's ground truth, and the file's
+    categories (id -> name); the images left out are said once on stderr."""
+    from .result_pictures import load_coco_truth
+
+    if not args.out:
+        raise ValueError("--compare needs --out DIR for the comparison pictures")
+    truth = load_coco_truth(args.compare)
+    truth_of = {path: truth.find(path) for path in paths}
+    missing = [path for path, found in truth_of.items() if found is None]
+    if len(missing) == len(paths):
+        raise ValueError(f"no image given ({len(paths)}) is listed in {args.compare}: images are matched by the file "
+                         f"name in its 'images' list")
+    if missing:
+        shown = ", ".join(p.name for p in missing[:5]) + (" ..." if len(missing) > 5 else "")
+        print(f"zoo predict: {len(missing)} images are not listed in {args.compare}, skipped: {shown}",
+              file=sys.stderr)
+    return [path for path in paths if truth_of[path] is not None], truth_of, truth.categories
+
+
+def _model_labels(ann: str, categories: dict[int, str], classes: tuple[str, ...]) -> dict[int, int]:
+    """Category id -> the model's label, by name; the names the model lacks are said once on stderr."""
+    from .result_pictures import map_categories
+
+    label_of, unknown = map_categories(categories, classes)
+    if unknown:
+        shown = ", ".join(unknown[:8]) + (f" (+{len(unknown) - 8} more)" if len(unknown) > 8 else "")
+        print(f"zoo predict: {len(unknown)} categories of {ann} are not classes of the model, their boxes are left "
+              f"out: {shown}", file=sys.stderr)
+    return label_of
 
 
 def _class_filter(classes: str | None, categories: tuple[str, ...]) -> set[int] | None:
@@ -250,6 +310,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="IMAGE", help="image files, folders or glob patterns ('img/*.jpg')")
     p.add_argument("--model", help=f"zoo model name or .safetensors (default: {DEFAULT_MODEL}, ships in the package)")
     p.add_argument("--out", type=Path, help="folder for the images with boxes and names drawn")
+    p.add_argument("--compare", metavar="ANN.json",
+                   help="COCO ground truth (images matched by file_name, categories by name): draw each image's "
+                        "matched ground truth green, matched predictions light blue, false negatives red, false "
+                        "positives blue into --out, with a contact sheet worst first (most FP + FN)")
+    p.add_argument("--iou", type=float, default=0.5, help="IoU at which --compare matches a prediction (default 0.5)")
     p.add_argument("--json", action="store_true", help="one JSON line per image instead of the table")
     p.add_argument("--no-labels", action="store_true", help="draw boxes without captions")
     p.add_argument("--classes", help="comma-separated class names to keep, e.g. 'person,dog'")

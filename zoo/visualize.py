@@ -159,11 +159,15 @@ def _font(image: Image.Image) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 
 def _caption(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, colour: tuple[int, int, int],
              font: ImageFont.ImageFont | ImageFont.FreeTypeFont, below: bool = False) -> None:
-    """``text`` on a ``colour`` label at the box corner ``xy``: above it (or, ``below``, under it) where it fits."""
+    """``text`` on a ``colour`` label at the box corner ``xy``: above it (or, ``below``, under it) where it fits in
+    the image, else inside the box."""
     x, y = xy
     tx1, ty1, tx2, ty2 = draw.textbbox((0, 0), text, font=font)
     h = ty2 - ty1 + 2
-    top = y if below or y - h < 0 else y - h
+    if below:
+        top = y if y + h <= draw.im.size[1] else y - h
+    else:
+        top = y - h if y - h >= 0 else y
     draw.rectangle((x, top, x + tx2 - tx1 + 4, top + h), fill=colour)
     draw.text((x + 2, top - ty1), text, fill=(0, 0, 0) if sum(colour) > 380 else (255, 255, 255), font=font)
 
