@@ -57,3 +57,17 @@ def test_cache_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert cache_root() == tmp_path / "env"
     monkeypatch.delenv("O365ZOO_CACHE")
     assert cache_root() == Path.home() / ".cache" / "objects365-zoo"
+
+
+def test_model_spec_and_categories_read_what_describe_attached() -> None:
+    nn = pytest.importorskip("torch.nn")
+    model = nn.Linear(2, 2)
+    with pytest.raises(TypeError, match="carries no zoo spec"):
+        zoo.model_spec(model)
+    with pytest.raises(TypeError, match="carries no category names"):
+        zoo.model_categories(model)
+    spec = zoo.get_spec(zoo.DEFAULT_MODEL)
+    assert zoo.describe(model, spec, ["a", "b"]) is model
+    assert zoo.model_spec(model) is spec and model.spec is spec
+    assert zoo.model_categories(model) == model.categories == ("a", "b")
+    assert [name for name, _ in model.named_parameters()] == ["weight", "bias"]  # attributes, not parameters

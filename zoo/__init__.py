@@ -7,10 +7,11 @@
 """
 from . import specs as _specs  # noqa: F401  (registers every named model)
 from .specs import DEFAULT_MODEL
-from .api import NoPublishedWeightsError, load
+from .api import NoPublishedWeightsError, describe, load, model_categories, model_spec
 from .registry import Metric, ModelSpec, UnknownModelError, get_spec, list_models
 
-__all__ = ["DEFAULT_MODEL", "Metric", "detect", "ModelSpec", "NoPublishedWeightsError", "UnknownModelError", "get_spec", "list_models", "load"]
+__all__ = ["DEFAULT_MODEL", "Metric", "ModelSpec", "NoPublishedWeightsError", "UnknownModelError", "describe", "detect",
+           "get_spec", "list_models", "load", "model_categories", "model_spec"]
 __version__ = "0.1.0"
 
 

@@ -41,7 +41,8 @@ def load(
       given.
     - ``device``: where the model is moved; ``cache_dir``: the download cache (default ``$O365ZOO_CACHE``, else
       ``~/.cache/objects365-zoo``); ``progress``: a download progress bar on stderr.
-    The model carries ``model.categories`` (names of labels 1..C) and ``model.spec``. An unknown name raises
+    The model carries ``model.categories`` (names of labels 1..C) and ``model.spec`` (typed reads:
+    :func:`model_categories`, :func:`model_spec`). An unknown name raises
     :class:`~zoo.registry.UnknownModelError` (with close names), an entry without published weights
     :class:`NoPublishedWeightsError` unless ``pretrained=False``.
     """
@@ -81,12 +82,39 @@ def load(
             names = tuple(f"class_{i}" for i in range(1, num_classes + 1 - spec.label_offset))
         model = _transfer(model, spec, src_names, names, head, categories is not None)
 
-    model.categories = tuple(names)
-    model.spec = spec
+    describe(model, spec, names)
     model.eval()
     if device is not None:
         model.to(device)
     return model
+
+
+def describe(model: nn.Module, spec: ModelSpec, categories: Sequence[str]) -> nn.Module:
+    """Attach ``spec`` and ``categories`` (names of labels ``spec.label_offset``...) to ``model`` as :func:`load`
+    does, and return it; :func:`model_spec` and :func:`model_categories` read them back."""
+    # plain attributes (not parameters, buffers or submodules, the only values nn.Module.__setattr__ is typed for)
+    object.__setattr__(model, "spec", spec)
+    object.__setattr__(model, "categories", tuple(categories))
+    return model
+
+
+def model_spec(model: nn.Module) -> ModelSpec:
+    """The registry spec of a model from :func:`load` (or :func:`describe`)."""
+    spec = getattr(model, "spec", None)
+    if not isinstance(spec, ModelSpec):
+        raise TypeError(f"this {type(model).__name__} carries no zoo spec: load it with zoo.load, or attach one with "
+                        "zoo.describe")
+    return spec
+
+
+def model_categories(model: nn.Module) -> tuple[str, ...]:
+    """The category names of a model from :func:`load` (or :func:`describe`): ``[i]`` names label
+    ``i + spec.label_offset``."""
+    categories = getattr(model, "categories", None)
+    if not isinstance(categories, tuple):
+        raise TypeError(f"this {type(model).__name__} carries no category names: load it with zoo.load, or attach "
+                        "them with zoo.describe")
+    return categories
 
 
 def resolve_spec(name: str) -> tuple[ModelSpec, Path | None]:
@@ -100,11 +128,12 @@ def resolve_spec(name: str) -> tuple[ModelSpec, Path | None]:
     from .registry import list_models, safetensors_metadata, spec_from_dict
 
     meta = safetensors_metadata(path)
-    local = {"source": str(path.resolve()), "sha256": None, "file_size": path.stat().st_size, "converter": None}
+    source, size = str(path.resolve()), path.stat().st_size
     if meta.get("model") in list_models():
-        return replace(get_spec(meta["model"]), **local), path
+        return replace(get_spec(meta["model"]), source=source, sha256=None, file_size=size, converter=None), path
     try:
-        return spec_from_dict(json.loads(meta["spec"]), **local), path
+        return spec_from_dict(json.loads(meta["spec"]), source=source, sha256=None, file_size=size,
+                              converter=None), path
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{path}: its metadata names no registered model and no complete spec ({exc!r}); it was "
                          f"not written by objects365-zoo: convert it first with `zoo convert`") from None
