@@ -80,7 +80,7 @@ def test_colours_at_box_edges():
     drawn = draw_comparison(image, c, ["cat", "dog"], width=3, captions=False, legend=False)
     assert drawn.size == image.size and image.getpixel((14, 40)) == GREY  # a copy: the input is untouched
     px = drawn.getpixel
-    assert px((14, 45)) == px((16, 45)) == px((75, 45)) == MATCHED_GT_COLOUR  # outline 3 px wide, inwards
+    assert px((14, 45)) == px((19, 45)) == px((71, 45)) == MATCHED_GT_COLOUR  # ground truth 2 x 3 px, inwards
     assert px((20, 45)) == px((45, 69)) == MATCHED_PRED_COLOUR
     assert px((120, 35)) == px((145, 10)) == FALSE_NEGATIVE_COLOUR
     assert px((120, 100)) == px((169, 100)) == FALSE_POSITIVE_COLOUR
@@ -195,3 +195,75 @@ def test_zoo_predict_compare_json_and_errors(photos):
     done = _run("zoo", "predict", "astronaut.png", "--compare", "bad.json", "--out", "o", cwd=photos)
     assert done.returncode == 2 and "malformed COCO annotation" in done.stderr
     assert len(done.stderr.splitlines()) == 1
+
+
+def _diagnose_case(folder: Path) -> None:
+    """Three annotated images (ids 10, 20, 30; categories 3 cat, 7 dog) with known errors at IoU .5, score >= .3:
+    a.png none (a TP, a crowd box, a low-scored stray), b.png 3 (two FN, one FP), c.png 2 (a class confusion)."""
+    (folder / "img").mkdir()
+    for name, shade in (("a", 90), ("b", 120), ("c", 150)):
+        Image.new("RGB", (200, 150), (shade, shade, shade)).save(folder / "img" / f"{name}.png")
+    ann = {"images": [{"id": 10 * (k + 1), "file_name": f"{n}.png", "width": 200, "height": 150}
+                      for k, n in enumerate("abc")],
+           "categories": [{"id": 3, "name": "cat", "supercategory": "animal"},
+                          {"id": 7, "name": "dog", "supercategory": "animal"}],
+           "annotations": [{"id": 1, "image_id": 10, "category_id": 3, "bbox": [20, 20, 60, 60], "area": 3600},
+                           {"id": 2, "image_id": 10, "category_id": 7, "bbox": [120, 20, 60, 60], "area": 3600,
+                            "iscrowd": 1},
+                           {"id": 3, "image_id": 20, "category_id": 3, "bbox": [10, 10, 50, 50], "area": 2500},
+                           {"id": 4, "image_id": 20, "category_id": 7, "bbox": [100, 10, 50, 50], "area": 2500},
+                           {"id": 5, "image_id": 30, "category_id": 7, "bbox": [30, 30, 100, 80], "area": 8000}]}
+    pred = [{"image_id": 10, "category_id": 3, "bbox": [22, 22, 60, 60], "score": 0.9},
+            {"image_id": 10, "category_id": 7, "bbox": [125, 25, 50, 50], "score": 0.8},  # on the crowd box
+            {"image_id": 10, "category_id": 3, "bbox": [100, 100, 40, 40], "score": 0.1},  # below the threshold
+            {"image_id": 20, "category_id": 7, "bbox": [20, 90, 60, 40], "score": 0.7},
+            {"image_id": 30, "category_id": 3, "bbox": [30, 30, 100, 80], "score": 0.6}]
+    (folder / "ann.json").write_text(json.dumps(ann))
+    (folder / "pred.json").write_text(json.dumps(pred))
+
+
+def test_diagnose_comparisons_count_each_image(tmp_path):
+    from training.diagnose import comparisons
+    from training.evaluation.coco import load_detections, load_ground_truth
+
+    _diagnose_case(tmp_path)
+    truth = load_ground_truth(tmp_path / "ann.json")
+    found = comparisons(truth, load_detections(tmp_path / "pred.json", truth))
+    # the detection on the crowd box is a false positive here: crowd regions are left out of the pictures
+    assert {int(truth.image_ids[i]): (c.tp, c.fp, c.fn) for i, c in found.items()} == {
+        10: (1, 1, 0), 20: (0, 1, 2), 30: (0, 1, 1)}
+    assert found[2].pred_labels.tolist() == [1] and found[2].gt_labels.tolist() == [2]  # positions + 1: cat, dog
+
+
+def test_diagnose_pictures_of_the_worst_images(tmp_path):
+    _diagnose_case(tmp_path)
+    done = _run("training", "diagnose", "pred.json", "ann.json", "--pictures", "worst", "--images", "img",
+                "--worst", "2", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "pictures of the 2 images with the most errors" in done.stdout
+    assert sorted(p.name for p in (tmp_path / "worst").iterdir()) == ["b.jpg", "c.jpg", "contact_sheet.jpg"]
+    b = Image.open(tmp_path / "worst" / "b.jpg")
+    assert b.width == 200 and b.height > 150
+    assert _near(b, 10, 35, FALSE_NEGATIVE_COLOUR) and _near(b, 100, 35, FALSE_NEGATIVE_COLOUR)
+    assert _near(b, 20, 110, FALSE_POSITIVE_COLOUR)
+    assert _near(b, 60, 140, (120, 120, 120))  # the image itself
+    sheet = Image.open(tmp_path / "worst" / "contact_sheet.jpg")
+    assert sheet.width == 2 * 256 and 256 < sheet.height < 2 * 256
+    # without --images: grey canvases of the annotated size; --json lists the pictures
+    done = _run("training", "diagnose", "pred.json", "ann.json", "--pictures", "canvas", "--worst", "5", "--json",
+                cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    listed = [Path(p).name for p in json.loads(done.stdout)["pictures"]]
+    assert listed == ["b.jpg", "c.jpg", "a.jpg", "contact_sheet.jpg"]  # worst first
+    assert Image.open(tmp_path / "canvas" / "a.jpg").width == 200
+    done = _run("training", "diagnose", "pred.json", "ann.json", "--pictures", "x", "--worst", "0", cwd=tmp_path)
+    assert done.returncode == 2 and "--worst must be at least 1" in done.stderr
+    assert len(done.stderr.splitlines()) == 1
+
+
+def test_ground_truth_stays_visible_under_a_prediction_on_the_same_box():
+    c = compare([[20, 20, 80, 80]], [2], [0.9], [[20, 20, 80, 80]], [1])  # a class confusion: FP and FN
+    drawn = draw_comparison(Image.new("RGB", (100, 100), GREY), c, width=2, captions=False, legend=False)
+    assert drawn.getpixel((20, 50)) == drawn.getpixel((21, 50)) == FALSE_POSITIVE_COLOUR
+    assert drawn.getpixel((22, 50)) == drawn.getpixel((23, 50)) == FALSE_NEGATIVE_COLOUR
+    assert drawn.getpixel((24, 50)) == GREY

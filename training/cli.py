@@ -6,7 +6,8 @@
     python -m training publish RUN_DIR NAME [--upload hf://org/repo/file.safetensors]
     python -m training recipes
     python -m training stats ANN.json [--images DIR] [--map coco|voc] [--json] [--plots DIR]
-    python -m training diagnose PRED.json ANN.json [--json] [--plots DIR]
+    python -m training diagnose PRED.json ANN.json [--json] [--plots DIR] [--pictures DIR [--images IMGDIR]
+                                [--worst N]]
     python -m training plot RUN_DIR [RUN_DIR ...] --out FIG.png
 """
 from __future__ import annotations
@@ -223,7 +224,8 @@ def diagnose_cmd(args: argparse.Namespace) -> int:
     from .diagnose import diagnose_cmd as run
 
     _setup_logging()
-    print(run(args.pred, args.ann, as_json=args.json, plots=args.plots))
+    print(run(args.pred, args.ann, as_json=args.json, plots=args.plots, pictures=args.pictures, images=args.images,
+              worst=args.worst, score_threshold=args.score_threshold))
     return 0
 
 
@@ -308,6 +310,14 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("ann", help="COCO-format annotation JSON (supercategory fields define Sim)")
     d.add_argument("--json", action="store_true", help="print JSON instead of tables")
     d.add_argument("--plots", metavar="DIR", help="write the stacked PR figures there")
+    d.add_argument("--pictures", metavar="DIR", help="draw the images with the most errors there (matched ground "
+                   "truth green, matched detections light blue, false negatives red, false positives blue), with a "
+                   "contact sheet")
+    d.add_argument("--images", metavar="IMGDIR", help="folder of the annotated images for --pictures (without it "
+                   "the boxes are drawn on grey canvases)")
+    d.add_argument("--worst", type=int, default=20, metavar="N", help="how many images --pictures draws (default 20)")
+    d.add_argument("--score-threshold", type=float, default=0.3,
+                   help="detections drawn and counted in --pictures score at least this (default 0.3)")
     d.set_defaults(fn=diagnose_cmd)
     pl = sub.add_parser("plot", help="loss and validation AP against iterations of one or more runs")
     pl.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")

@@ -15,7 +15,12 @@ so a detection matching one (at IoU .1, after the category's own boxes) is left 
 are marked by an area beyond every area range (non-crowd boxes ignored by the range), which the fast evaluator
 (:func:`training.evaluation.coco.evaluate_coco`) treats exactly as pycocotools treats an ignored box.
 
-    python -m training diagnose PRED.json ANN.json [--json] [--plots DIR]
+With ``--pictures DIR`` it also draws the images with the most errors (false positives plus false negatives at IoU
+.5, detections scoring at least ``--score-threshold``, crowd boxes left out) in the paper's Fig. 9 colours, with a
+contact sheet worst first (:mod:`zoo.result_pictures`).
+
+    python -m training diagnose PRED.json ANN.json [--json] [--plots DIR] [--pictures DIR [--images IMGDIR]
+                                [--worst N] [--score-threshold S]]
 """
 from __future__ import annotations
 
@@ -28,6 +33,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
+
+from zoo.result_pictures import PictureWriter, worst_first
+from zoo.visualize import Comparison, compare
 
 from .evaluation import coco
 from .evaluation.coco import Detections, GroundTruth, evaluate_coco, load_detections, load_ground_truth
@@ -172,14 +181,83 @@ def diagnose(gt: str | Path | Mapping[str, Any], detections: Any) -> Diagnosis:
     return Diagnosis(precision, tuple(cat_ids.tolist()), truth.category_names, sup_names, recall50)
 
 
-def diagnose_cmd(pred: str, ann: str, as_json: bool = False, plots: str | None = None) -> str:
+def comparisons(truth: GroundTruth, dt: Detections, score_threshold: float = 0.3, iou_threshold: float = 0.5
+                ) -> dict[int, Comparison]:
+    """Per image (index into ``truth.image_ids``) with ground truth or detections: detections scoring at least
+    ``score_threshold`` matched to the non-crowd ground truth (:func:`zoo.visualize.compare`); labels are category
+    positions + 1 (``truth.category_names[label - 1]``)."""
+    g = np.flatnonzero(~truth.iscrowd)
+    d = np.flatnonzero(dt.scores >= score_threshold)
+    g, d = g[np.argsort(truth.image[g], kind="stable")], d[np.argsort(dt.image[d], kind="stable")]
+    n = len(truth.image_ids)
+    g_end, d_end = np.cumsum(np.bincount(truth.image[g], minlength=n)), np.cumsum(np.bincount(dt.image[d], minlength=n))
+    g_label = np.searchsorted(truth.category_ids, truth.category) + 1
+    d_label = np.searchsorted(truth.category_ids, dt.category) + 1
+    out = {}
+    for i in np.flatnonzero((np.diff(g_end, prepend=0) > 0) | (np.diff(d_end, prepend=0) > 0)).tolist():
+        gi, di = g[g_end[i - 1] if i else 0:g_end[i]], d[d_end[i - 1] if i else 0:d_end[i]]
+        out[i] = compare(_xyxy(dt.boxes[di]), d_label[di], dt.scores[di], _xyxy(truth.boxes[gi]), g_label[gi],
+                         iou_threshold)
+    return out
+
+
+def _xyxy(boxes: np.ndarray) -> np.ndarray:
+    return np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], axis=1)
+
+
+def write_pictures(truth: GroundTruth, dt: Detections, out: str | Path, images: str | Path | None = None,
+                   worst: int = 20, score_threshold: float = 0.3) -> list[Path]:
+    """Pictures of the ``worst`` images with the most errors (:func:`comparisons`, ranked by
+    :func:`zoo.result_pictures.worst_first`) in ``out``, then the contact sheet; returns their paths. An image not
+    found under ``images`` (or every image, without ``images``) is drawn on a grey canvas of its annotated size."""
+    if worst < 1:
+        raise ValueError(f"--worst must be at least 1, got {worst}")
+    found = comparisons(truth, dt, score_threshold)
+    if not found:
+        raise ValueError("no image has ground truth or detections scoring at least the score threshold to draw")
+    file_names = {i: str(truth.images[i].get("file_name", truth.image_ids[i])) for i in found}
+    ranked = sorted(((file_names[i], i) for i in found), key=lambda item: worst_first((item[0], found[item[1]])))
+    writer = PictureWriter(out, truth.category_names)
+    written, absent = [], 0
+    for file_name, i in ranked[:worst]:
+        path = Path(images, file_name) if images is not None else None
+        if path is not None and path.is_file():
+            with Image.open(path) as image:
+                picture = image.convert("RGB")
+        else:
+            absent += path is not None
+            info = truth.images[i]
+            size = (int(info.get("width") or 0), int(info.get("height") or 0))
+            if not all(size):  # no size in the annotation: a canvas that holds every box
+                c = found[i]
+                corner = np.concatenate([c.gt_boxes[:, 2:], c.pred_boxes[:, 2:], [[1, 1]]]).max(axis=0)
+                size = (int(np.ceil(corner[0])) + 1, int(np.ceil(corner[1])) + 1)
+            picture = Image.new("RGB", size, (128, 128, 128))
+        written.append(writer.add(Path(file_name).stem, picture, found[i]))
+    if absent:
+        log.warning("%d of the %d images are not under %s: drawn on a grey canvas", absent, len(written), images)
+    return [*written, writer.write_sheet()]
+
+
+def diagnose_cmd(pred: str, ann: str, as_json: bool = False, plots: str | None = None, pictures: str | None = None,
+                 images: str | None = None, worst: int = 20, score_threshold: float = 0.3) -> str:
     """What ``python -m training diagnose`` prints."""
-    result = diagnose(ann, pred)
+    with open(ann) as f:
+        gt = json.load(f)
+    truth = load_ground_truth(gt)
+    dt = load_detections(pred, truth)
+    result = diagnose(gt, dt)
     out = result.to_dict()
     if plots:
         from .plots import plot_diagnosis
 
         out["figures"] = [str(p) for p in plot_diagnosis(result, plots)]
+    if pictures:
+        out["pictures"] = [str(p) for p in write_pictures(truth, dt, pictures, images, worst, score_threshold)]
     if as_json:
         return json.dumps(out, indent=2)
-    return result.table() + "".join(f"\nwrote {p}" for p in out.get("figures", []))
+    text = result.table() + "".join(f"\nwrote {p}" for p in out.get("figures", []))
+    if pictures:
+        text += (f"\npictures of the {len(out['pictures']) - 1} images with the most errors (FP + FN at IoU .5, "
+                 f"score >= {score_threshold:g}) in {pictures}, contact sheet {out['pictures'][-1]}")
+    return text

@@ -175,7 +175,8 @@ def _caption(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, colo
 def draw_comparison(image: Image.Image, comparison: Comparison, names: Sequence[str] | None = None, *,
                     width: int | None = None, captions: bool = True, legend: bool = True) -> Image.Image:
     """A copy of ``image`` with ``comparison`` drawn in the paper's Fig. 9 colours: matched ground truth green,
-    matched predictions light blue, false negatives red, false positives blue (predictions drawn over ground truth).
+    matched predictions light blue, false negatives red, false positives blue. Ground truth is outlined twice as
+    wide (``2 * width``, inwards) under the predictions, so a prediction on the very same box leaves it visible.
 
     ``names[label - 1]`` names a label (zoo's labels 1..K, as ``model.categories``); without ``names`` the captions
     show the label number. ``captions`` writes the name on ground truth and ``name score`` on predictions.
@@ -193,14 +194,14 @@ def draw_comparison(image: Image.Image, comparison: Comparison, names: Sequence[
     layers = ((c.gt_boxes, c.gt_labels, None, c.gt_match >= 0, MATCHED_GT_COLOUR, FALSE_NEGATIVE_COLOUR, True),
               (c.pred_boxes, c.pred_labels, c.pred_scores, c.pred_match >= 0, MATCHED_PRED_COLOUR,
                FALSE_POSITIVE_COLOUR, False))
-    for boxes, labels, scores, matched, hit, miss, below in layers:
+    for boxes, labels, scores, matched, hit, miss, is_gt in layers:
         for k in range(len(boxes)):
             x1, y1, x2, y2 = (float(v) for v in boxes[k])
             colour = hit if matched[k] else miss
-            draw.rectangle((x1, y1, x2, y2), outline=colour, width=width)
+            draw.rectangle((x1, y1, x2, y2), outline=colour, width=2 * width if is_gt else width)
             if captions:
                 text = name(int(labels[k])) + ("" if scores is None else f" {float(scores[k]):.2f}")
-                _caption(draw, (x1, y2 if below else y1), text, colour, font, below=below)
+                _caption(draw, (x1, y2 if is_gt else y1), text, colour, font, below=is_gt)
     return _with_legend(picture, c, font) if legend else picture
 
 
