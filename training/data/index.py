@@ -1,9 +1,10 @@
 """A compact, memory-mapped index of a COCO-format detection JSON (Objects365 scale: 600K images, 10M boxes).
 
-The JSON is parsed once (streamed with ``ijson`` when installed, else ``json`` in a child process so that the parent
-never holds the parsed document) into columnar numpy arrays saved as ``.npy`` next to the JSON (``<file>.index/``) or,
-when that folder is not writable, under ``$O365ZOO_CACHE/index/``. Later loads memory-map the arrays, so DataLoader
-workers share the same pages. The index is rebuilt when the JSON's size, mtime or the sha256 of its first MiB change.
+The JSON is read once, in batches of records (:mod:`training.data.json_stream`), into columnar numpy arrays (a
+well-formed batch is converted with vectorised checks; a malformed one is walked record by record to name the fault)
+saved as ``.npy`` next to the JSON (``<file>.index/``) or, when that folder is not writable, under
+``$O365ZOO_CACHE/index/``. Later loads memory-map the arrays, so DataLoader workers share the same pages. The index is
+rebuilt when the JSON's size, mtime or the sha256 of its first MiB change.
 
 Boxes are stored as xyxy float32 clipped to the image; clipped and degenerate boxes are counted (and logged), the
 degenerate ones dropped. Malformed input raises :class:`AnnotationError` naming the file, the record and the field.
@@ -13,19 +14,20 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import operator
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
-from array import array
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
 from zoo.vocabulary import cache_root
+
+from .json_stream import JsonStreamError, iter_lists
 
 log = logging.getLogger(__name__)
 
@@ -140,17 +142,7 @@ def build_index(json_path: Path, where: Path, fingerprint: dict[str, Any] | None
     where.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{where.name}.", dir=where.parent))
     try:
-        try:
-            import ijson  # noqa: F401
-        except ImportError:
-            # Without a streaming parser, parse in a child so the parent's peak memory stays that of the arrays.
-            run = subprocess.run([sys.executable, "-m", "training.data.index", str(json_path), str(tmp)],
-                                 capture_output=True, text=True)
-            if run.returncode != 0:
-                raise AnnotationError(run.stderr.strip().splitlines()[-1] if run.stderr.strip() else
-                                      f"{json_path}: index build failed")
-        else:
-            _write_arrays(json_path, tmp, _StreamSections(json_path))
+        _write_arrays(json_path, tmp)
         meta = json.loads((tmp / "meta.json").read_text())
         meta["fingerprint"] = fingerprint
         (tmp / "meta.json").write_text(json.dumps(meta))
@@ -161,39 +153,6 @@ def build_index(json_path: Path, where: Path, fingerprint: dict[str, Any] | None
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-class _StreamSections:
-    """Iterate the top-level lists of a COCO JSON with ijson, one pass per list (memory bounded by one record)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __call__(self, section: str) -> Iterator[dict]:
-        import ijson
-
-        with open(self.path, "rb") as f:
-            try:
-                yield from ijson.items(f, f"{section}.item", use_float=True)
-            except ijson.JSONError as exc:
-                raise AnnotationError(f"{self.path}: not valid JSON ({exc})") from None
-
-
-class _LoadedSections:
-    """The same interface over a document parsed with the standard library."""
-
-    def __init__(self, path: Path) -> None:
-        try:
-            with open(path, "rb") as f:
-                self.doc = json.load(f)
-        except ValueError as exc:
-            raise AnnotationError(f"{path}: not valid JSON ({exc})") from None
-        if not isinstance(self.doc, dict):
-            raise AnnotationError(f"{path}: the top level must be an object with 'images', 'annotations', "
-                                  f"'categories'")
-
-    def __call__(self, section: str) -> Iterator[dict]:
-        yield from self.doc.get(section) or ()
 
 
 def _field(path: Path, section: str, i: int, record: Any, key: str, kind: type | tuple[type, ...]) -> Any:
@@ -207,12 +166,146 @@ def _field(path: Path, section: str, i: int, record: Any, key: str, kind: type |
     return value
 
 
-def _write_arrays(path: Path, out: Path, sections) -> None:
-    num = (int, float)
-    cats = []
-    for i, c in enumerate(sections("categories")):
-        cats.append((int(_field(path, "categories", i, c, "id", num)), str(_field(path, "categories", i, c, "name",
-                                                                                     str))))
+_NUM = (int, float)
+_IMAGE_FIELDS = tuple(map(operator.itemgetter, ("id", "file_name", "width", "height")))
+_ANNOTATION_FIELDS = tuple(map(operator.itemgetter, ("image_id", "category_id", "bbox")))
+
+
+def _columns_of(batch: list, getters: tuple) -> list[list] | None:
+    """One list per getter (a field of every record), or None if a record is not an object or lacks a field."""
+    try:
+        return [list(map(get, batch)) for get in getters]
+    except (KeyError, TypeError, IndexError):
+        return None
+
+
+def _numbers(values: list) -> np.ndarray | None:
+    """``values`` as a finite int64 or float64 array if every one is a plain int or float (no bool), else None."""
+    if not set(map(type, values)) <= {int, float}:
+        return None
+    try:
+        out = np.array(values)
+    except OverflowError:
+        return None
+    return out if out.dtype.kind == "i" or (out.dtype.kind == "f" and np.isfinite(out).all()) else None
+
+
+class _Columns:
+    """The index's columns, appended a batch of records at a time.
+
+    Each batch first takes a vectorised path that only checks that every record is well-formed; a batch it refuses
+    goes through :meth:`_images_checked` / :meth:`_annotations_checked`, which say what is wrong with which record.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.cats: list[tuple[int, str]] = []
+        self.n_images = self.n_annotations = 0
+        self.image_ids: list[np.ndarray] = []
+        self.widths: list[np.ndarray] = []
+        self.heights: list[np.ndarray] = []
+        self.name_lengths: list[np.ndarray] = []
+        self.names = bytearray()
+        self.ann_image: list[np.ndarray] = []
+        self.ann_cat: list[np.ndarray] = []
+        self.ann_box: list[np.ndarray] = []
+        self.ann_crowd: list[np.ndarray] = []
+
+    def add(self, section: str, batch: list) -> None:
+        if section == "categories":
+            for c in batch:
+                i = len(self.cats)
+                self.cats.append((int(_field(self.path, "categories", i, c, "id", _NUM)),
+                                  str(_field(self.path, "categories", i, c, "name", str))))
+        elif section == "images":
+            if not self._images_fast(batch):
+                self._images_checked(batch)
+            self.n_images += len(batch)
+        elif section == "annotations":
+            if not self._annotations_fast(batch):
+                self._annotations_checked(batch)
+            self.n_annotations += len(batch)
+
+    def _images_fast(self, batch: list) -> bool:
+        if (fields := _columns_of(batch, _IMAGE_FIELDS)) is None:
+            return False
+        ids, names, ws, hs = fields
+        ids, ws, hs = _numbers(ids), _numbers(ws), _numbers(hs)
+        if ids is None or ws is None or hs is None or set(map(type, names)) != {str} or (ws <= 0).any() \
+                or (hs <= 0).any():
+            return False
+        encoded = [n.encode("utf-8") for n in names]
+        self.image_ids.append(ids.astype(np.int64))
+        self.widths.append(ws.astype(np.int32))
+        self.heights.append(hs.astype(np.int32))
+        self.name_lengths.append(np.fromiter(map(len, encoded), np.int64, len(encoded)))
+        self.names += b"".join(encoded)
+        return True
+
+    def _images_checked(self, batch: list) -> None:
+        ids, ws, hs, lengths = [], [], [], []
+        for j, im in enumerate(batch):
+            i = self.n_images + j
+            ids.append(int(_field(self.path, "images", i, im, "id", _NUM)))
+            name = _field(self.path, "images", i, im, "file_name", str).encode("utf-8")
+            w, h = _field(self.path, "images", i, im, "width", _NUM), _field(self.path, "images", i, im, "height", _NUM)
+            if w <= 0 or h <= 0:
+                raise AnnotationError(f"{self.path}: images[{i}] (id {ids[-1]}) has size {w}x{h}")
+            ws.append(int(w))
+            hs.append(int(h))
+            lengths.append(len(name))
+            self.names += name
+        self.image_ids.append(np.array(ids, dtype=np.int64))
+        self.widths.append(np.array(ws, dtype=np.int32))
+        self.heights.append(np.array(hs, dtype=np.int32))
+        self.name_lengths.append(np.array(lengths, dtype=np.int64))
+
+    def _annotations_fast(self, batch: list) -> bool:
+        if (fields := _columns_of(batch, _ANNOTATION_FIELDS)) is None:
+            return False
+        img, cat, box = fields
+        img, cat = _numbers(img), _numbers(cat)
+        if img is None or cat is None or set(map(type, box)) != {list} or set(map(len, box)) != {4}:
+            return False
+        flat = list(chain.from_iterable(box))
+        if not set(map(type, flat)) <= {int, float}:
+            return False
+        self.ann_image.append(img.astype(np.int64))
+        self.ann_cat.append(cat.astype(np.int64))
+        self.ann_box.append(np.array(flat, dtype=np.float32).reshape(-1, 4))
+        self.ann_crowd.append(np.array([1 if a.get("iscrowd") or a.get("ignore") else 0 for a in batch], np.uint8))
+        return True
+
+    def _annotations_checked(self, batch: list) -> None:
+        img, cat, boxes = [], [], []
+        for j, a in enumerate(batch):
+            i = self.n_annotations + j
+            img.append(int(_field(self.path, "annotations", i, a, "image_id", _NUM)))
+            cat.append(int(_field(self.path, "annotations", i, a, "category_id", _NUM)))
+            box = _field(self.path, "annotations", i, a, "bbox", list)
+            if len(box) != 4 or not all(isinstance(v, _NUM) and not isinstance(v, bool) for v in box):
+                raise AnnotationError(f"{self.path}: annotations[{i}].bbox = {box!r} is not [x, y, w, h]")
+            boxes.append(box)
+        self.ann_image.append(np.array(img, dtype=np.int64))
+        self.ann_cat.append(np.array(cat, dtype=np.int64))
+        self.ann_box.append(np.array(boxes, dtype=np.float32).reshape(-1, 4))
+        self.ann_crowd.append(np.array([1 if a.get("iscrowd") or a.get("ignore") else 0 for a in batch], np.uint8))
+
+
+def _concat(parts: list[np.ndarray], dtype: type, shape: tuple[int, ...] = (0,)) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(shape, dtype=dtype)
+
+
+def _write_arrays(path: Path, out: Path) -> None:
+    columns = _Columns(path)
+    try:
+        for section, batch in iter_lists(path):
+            columns.add(section, batch)
+    except JsonStreamError as exc:
+        raise AnnotationError(f"{path}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise AnnotationError(f"{path}: not UTF-8 text ({exc})") from None
+    cats = columns.cats
     if not cats:
         raise AnnotationError(f"{path}: no 'categories' listed")
     cats.sort()
@@ -220,37 +313,18 @@ def _write_arrays(path: Path, out: Path, sections) -> None:
     if len(np.unique(cat_ids)) != len(cat_ids):
         raise AnnotationError(f"{path}: duplicate category ids in 'categories'")
 
-    image_ids, widths, heights = array("q"), array("i"), array("i")
-    name_offsets, names = array("q", [0]), bytearray()
-    for i, im in enumerate(sections("images")):
-        image_ids.append(int(_field(path, "images", i, im, "id", num)))
-        name = _field(path, "images", i, im, "file_name", str).encode("utf-8")
-        w, h = _field(path, "images", i, im, "width", num), _field(path, "images", i, im, "height", num)
-        if w <= 0 or h <= 0:
-            raise AnnotationError(f"{path}: images[{i}] (id {image_ids[-1]}) has size {w}x{h}")
-        widths.append(int(w))
-        heights.append(int(h))
-        names += name
-        name_offsets.append(len(names))
-    if not image_ids:
+    if not columns.n_images:
         raise AnnotationError(f"{path}: no 'images' listed")
-    ids = np.frombuffer(image_ids, dtype=np.int64)
+    ids = _concat(columns.image_ids, np.int64)
+    widths, heights = _concat(columns.widths, np.int32), _concat(columns.heights, np.int32)
+    name_offsets = np.zeros(len(ids) + 1, dtype=np.int64)
+    np.cumsum(_concat(columns.name_lengths, np.int64), out=name_offsets[1:])
     order = np.argsort(ids, kind="stable")
     sorted_ids = ids[order]
     if np.any(sorted_ids[1:] == sorted_ids[:-1]):
         raise AnnotationError(f"{path}: duplicate image ids in 'images'")
 
-    ann_image, ann_cat, ann_box, ann_crowd = array("q"), array("q"), array("f"), array("B")
-    for i, a in enumerate(sections("annotations")):
-        ann_image.append(int(_field(path, "annotations", i, a, "image_id", num)))
-        ann_cat.append(int(_field(path, "annotations", i, a, "category_id", num)))
-        box = _field(path, "annotations", i, a, "bbox", list)
-        if len(box) != 4 or not all(isinstance(v, num) and not isinstance(v, bool) for v in box):
-            raise AnnotationError(f"{path}: annotations[{i}].bbox = {box!r} is not [x, y, w, h]")
-        ann_box.extend(box)
-        ann_crowd.append(1 if a.get("iscrowd") or a.get("ignore") else 0)
-
-    a_img = np.frombuffer(ann_image, dtype=np.int64)
+    a_img = _concat(columns.ann_image, np.int64)
     pos = np.searchsorted(sorted_ids, a_img)
     pos_ok = (pos < len(sorted_ids)) & (sorted_ids[np.minimum(pos, len(sorted_ids) - 1)] == a_img)
     if not pos_ok.all():
@@ -258,16 +332,16 @@ def _write_arrays(path: Path, out: Path, sections) -> None:
         raise AnnotationError(f"{path}: annotations[{bad}].image_id = {int(a_img[bad])} names no image "
                               f"({int((~pos_ok).sum())} such annotations)")
     img_pos = order[pos]  # position of each annotation's image in the JSON's image order
-    a_cat = np.frombuffer(ann_cat, dtype=np.int64)
+    a_cat = _concat(columns.ann_cat, np.int64)
     cpos = np.searchsorted(cat_ids, a_cat)
     cat_ok = (cpos < len(cat_ids)) & (cat_ids[np.minimum(cpos, len(cat_ids) - 1)] == a_cat)
     if not cat_ok.all():
         bad = int(np.flatnonzero(~cat_ok)[0])
         raise AnnotationError(f"{path}: annotations[{bad}].category_id = {int(a_cat[bad])} is not in 'categories'")
 
-    xywh = np.frombuffer(ann_box, dtype=np.float32).reshape(-1, 4)
-    w_img = np.frombuffer(widths, dtype=np.int32)[img_pos].astype(np.float32)
-    h_img = np.frombuffer(heights, dtype=np.int32)[img_pos].astype(np.float32)
+    xywh = _concat(columns.ann_box, np.float32, (0, 4))
+    w_img = widths[img_pos].astype(np.float32)
+    h_img = heights[img_pos].astype(np.float32)
     x1, y1 = xywh[:, 0], xywh[:, 1]
     x2, y2 = x1 + xywh[:, 2], y1 + xywh[:, 3]
     xyxy = np.stack([x1, y1, x2, y2], axis=1)
@@ -285,14 +359,14 @@ def _write_arrays(path: Path, out: Path, sections) -> None:
 
     arrays = {
         "image_ids": ids,
-        "widths": np.frombuffer(widths, dtype=np.int32),
-        "heights": np.frombuffer(heights, dtype=np.int32),
-        "name_offsets": np.frombuffer(name_offsets, dtype=np.int64),
-        "name_bytes": np.frombuffer(bytes(names), dtype=np.uint8),
+        "widths": widths,
+        "heights": heights,
+        "name_offsets": name_offsets,
+        "name_bytes": np.frombuffer(bytes(columns.names), dtype=np.uint8),
         "box_offsets": box_offsets,
         "boxes": np.ascontiguousarray(clipped[by_image], dtype=np.float32),
         "categories": cpos[keep][by_image].astype(np.int32),
-        "iscrowd": np.frombuffer(ann_crowd, dtype=np.uint8)[keep][by_image],
+        "iscrowd": _concat(columns.ann_crowd, np.uint8)[keep][by_image],
     }
     for name, value in arrays.items():
         np.save(out / f"{name}.npy", value)
@@ -300,18 +374,3 @@ def _write_arrays(path: Path, out: Path, sections) -> None:
              "clipped": int((was_clipped & keep).sum()), "degenerate": int((~keep).sum())}
     meta = {"category_ids": cat_ids.tolist(), "category_names": [c[1] for c in cats], "stats": stats}
     (out / "meta.json").write_text(json.dumps(meta))
-
-
-def _main(argv: list[str]) -> int:
-    """Child-process entry: ``python -m training.data.index JSON OUT_DIR`` (stdlib parser)."""
-    path, out = Path(argv[0]), Path(argv[1])
-    try:
-        _write_arrays(path, out, _LoadedSections(path))
-    except AnnotationError as exc:
-        print(f"{exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))

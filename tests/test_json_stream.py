@@ -1,0 +1,58 @@
+"""training.data.json_stream against json.load: random documents read in chunks of every size, and bad input."""
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from training.data.json_stream import JsonStreamError, iter_lists
+
+
+def _value(rng: random.Random, depth: int = 0):
+    r = rng.random()
+    if depth > 2 or r < 0.3:
+        return rng.choice([1, -2.5, 1e10, "a},{b", "x]", "ü", True, None])
+    if r < 0.6:
+        return [_value(rng, depth + 1) for _ in range(rng.randint(0, 3))]
+    return {f"k{i}": _value(rng, depth + 1) for i in range(rng.randint(0, 3))}
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_lists_equal_json_load_for_any_chunk_size(tmp_path, seed):
+    rng = random.Random(seed)
+    doc = {}
+    for k in range(rng.randint(1, 4)):
+        records = [{"id": i, "v": _value(rng)} if rng.random() < 0.8 else _value(rng) for i in range(rng.randint(0, 40))]
+        doc[f"key{k}"] = records if rng.random() < 0.8 else _value(rng)
+    path = tmp_path / "doc.json"
+    path.write_text(json.dumps(doc, indent=rng.choice([None, 1]), ensure_ascii=False), encoding="utf-8")
+    for chunk in (1, 7, 64, 1 << 20):
+        got: dict[str, list] = {}
+        for key, batch in iter_lists(path, chunk_chars=chunk):
+            assert batch
+            got.setdefault(key, []).extend(batch)
+        assert got == {k: v for k, v in json.loads(path.read_text()).items() if isinstance(v, list) and v}
+
+
+def test_large_list_comes_in_batches_of_many_records(tmp_path):
+    path = tmp_path / "doc.json"
+    path.write_text(json.dumps({"images": [{"id": i} for i in range(5000)], "info": {"a": [1]},
+                                "annotations": [{"id": i, "bbox": [1, 2, 3, 4]} for i in range(5000)]}))
+    batches = list(iter_lists(path, chunk_chars=4096))
+    assert [r["id"] for k, b in batches if k == "images" for r in b] == list(range(5000))
+    assert [r["id"] for k, b in batches if k == "annotations" for r in b] == list(range(5000))
+    assert len(batches) < 100  # whole chunks at a time, not one record per batch
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "not a JSON object"), ("[1]", "not a JSON object"), ('{"a": [1, 2', "expected ',' or ']'"),
+    ('{"a": [1 2]}', "expected ',' or ']'"), ('{"a": 1} x', "extra data"), ('{"a": [{"b": 1},]}', "Expecting value"),
+    ('{a: 1}', "Expecting value"), ('{"a" 1}', "expected ':'"),
+])
+def test_bad_json_is_refused(tmp_path, text, message):
+    path = tmp_path / "bad.json"
+    path.write_text(text)
+    for chunk in (2, 1 << 20):
+        with pytest.raises(JsonStreamError, match=message):
+            list(iter_lists(path, chunk_chars=chunk))
