@@ -6,62 +6,72 @@ import logging
 import os
 import socket
 import sys
+import types
+import typing
 from collections.abc import Sequence
-from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from zoo.cli_common import Parser, add_download_flags, run_cli, use_download_flags
-
-from .config import BACKENDS, ENV_PREFIX, LOG_FORMATS, ServingConfig
 
 if TYPE_CHECKING:
     import uvicorn
     from starlette.types import ASGIApp
 
-log = logging.getLogger("serving")
+    from .config import ServingConfig
 
-_FLAG_TYPES = {"int": int, "int | None": int, "float": float, "float | None": float, "Path": Path,
-               "Path | None": Path, "str": str, "str | None": str}
+log = logging.getLogger("serving")
+PROG = "python -m serving"
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """One flag per setting of :class:`~serving.config.ServingConfig` (its description, variable and default in the
+    help), then the download flags."""
+    from .config import ENV_PREFIX, ServingConfig, env_var, flag_of
+
     parser = Parser(
-        prog="python -m serving",
+        prog=PROG,
         description="Serve objects365-zoo models over HTTP: POST /v1/detect, /v1/segment, /v1/detect:visualize; "
                     "GET /v1/models, /healthz, /readyz, /metrics, and a demo page at /. Every flag can also be set "
-                    f"with an environment variable {ENV_PREFIX}<FLAG> (e.g. {ENV_PREFIX}BACKEND=onnxruntime).",
+                    f"with an environment variable {ENV_PREFIX}<SETTING> (named in its help; flags win).",
     )
-    for f in fields(ServingConfig):
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
-        help_text = f"{f.metadata['help']} (default: {default})"
-        if f.name == "models":
-            parser.add_argument("--model", dest="models", action="append", metavar="NAME",
-                                help=f"{f.metadata['help']}; repeat to serve several (default: {default[0]})")
-        elif f.name == "pretrained":
-            parser.add_argument("--random-weights", dest="pretrained", action="store_const", const=False,
-                                help="serve randomly initialised models (benchmarks and tests: no download)")
-        elif f.name == "backend":
-            parser.add_argument(flag, choices=BACKENDS, help=help_text)
-        elif f.name == "triton_protocol":
-            parser.add_argument(flag, choices=("http", "grpc"), help=help_text)
-        elif f.name == "log_format":
-            parser.add_argument(flag, choices=LOG_FORMATS, help=help_text)
+    for name, field in ServingConfig.model_fields.items():
+        flag = flag_of(name)
+        default = field.get_default(call_default_factory=True)
+        shown = ",".join(default) if isinstance(default, list) else "unset" if default is None else default
+        help_text = f"{field.description} [env {env_var(name)}; default: {shown}]"
+        kind = _value_type(field.annotation)
+        if flag.const is not None:
+            parser.add_argument(flag.name, dest=name, action="store_const", const=flag.const, help=help_text)
+        elif typing.get_origin(kind) is list:
+            parser.add_argument(flag.name, dest=name, action="append", metavar=flag.metavar, help=help_text)
+        elif typing.get_origin(kind) is typing.Literal:
+            parser.add_argument(flag.name, dest=name, choices=typing.get_args(kind), help=help_text)
         else:
-            parser.add_argument(flag, type=_FLAG_TYPES[str(f.type)], help=help_text)
+            parser.add_argument(flag.name, dest=name, type=kind, metavar=flag.metavar, help=help_text)
     add_download_flags(parser)
     return parser
 
 
+def _value_type(annotation: Any) -> Any:
+    """``X`` of ``X | None``; other annotations as they are."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        return next(a for a in typing.get_args(annotation) if a is not type(None))
+    return annotation
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv``, load the models and serve until SIGINT/SIGTERM; returns the exit status (an expected failure:
-    one line on stderr and 2; models that cannot load: 1)."""
-    parser = build_parser()
-    args = vars(parser.parse_args(argv))
-    debug = args.pop("debug", False)
+    one line on stderr and 2, a missing extra among them; models that cannot load: 1)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    return run_cli(PROG, lambda: _parse_and_serve(argv), debug="--debug" in argv, extra="serving")
+
+
+def _parse_and_serve(argv: list[str]) -> int:
+    args = vars(build_parser().parse_args(argv))
+    args.pop("debug", None)
     use_download_flags(args.pop("mirror"), args.pop("offline"))
-    return run_cli(parser.prog, lambda: _serve(args), debug=debug, extra="serving")
+    return _serve(args)
 
 
 def _serve(args: dict) -> int:
@@ -70,7 +80,9 @@ def _serve(args: dict) -> int:
     from . import logs
     from .app import create_app
 
-    config = ServingConfig.from_env(**args)
+    from .config import load_config
+
+    config = load_config(**args)
     logs.configure(config.log_level, config.log_format)
     _check_models(config)
     sock = _listen(config.host, config.port)
@@ -96,6 +108,8 @@ def _serve(args: dict) -> int:
 
 def _listen(host: str, port: int) -> socket.socket:
     """The server's socket, bound before the models load: a port in use fails at once."""
+    from .config import env_var
+
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a restart reuses a port in TIME_WAIT
     try:
@@ -103,7 +117,7 @@ def _listen(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}; stop what uses it or choose "
-                                 f"another --port (or {ENV_PREFIX}PORT)") from None
+                                 f"another --port (or {env_var('port')})") from None
     return sock
 
 

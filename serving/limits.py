@@ -10,7 +10,7 @@ import asyncio
 import io
 import warnings
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import ExifTags, Image, ImageFile
@@ -68,8 +68,17 @@ async def _limited(stream: AsyncIterator[bytes], max_bytes: int) -> AsyncIterato
         yield chunk
 
 
-async def read_upload(request: Request, max_bytes: int, timeout_s: float) -> tuple[bytes, str | None]:
-    """The uploaded file's bytes and declared media type, from a multipart form (first file part) or the raw body,
+@dataclass(frozen=True)
+class Upload:
+    """An uploaded image as received: its bytes, its declared media type, and a multipart form's text fields."""
+
+    data: bytes
+    declared: str | None
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+async def read_upload(request: Request, max_bytes: int, timeout_s: float) -> Upload:
+    """The uploaded file, from a multipart form (first file part, with the form's text fields) or the raw body,
     read within ``timeout_s`` (408 and the connection closed after, for a client too slow to send it)."""
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > max_bytes:
@@ -90,10 +99,10 @@ async def read_upload(request: Request, max_bytes: int, timeout_s: float) -> tup
     except TimeoutError:
         raise UploadTimeout(f"the upload was not received within {timeout_s:g} s",
                             headers={"Connection": "close"}) from None
-    return b"".join(chunks), declared
+    return Upload(b"".join(chunks), declared)
 
 
-async def _read_multipart(request: Request, max_bytes: int) -> tuple[bytes, str | None]:
+async def _read_multipart(request: Request, max_bytes: int) -> Upload:
     parser = MultiPartParser(request.headers, _limited(request.stream(), max_bytes), max_files=1, max_fields=16)
     try:
         form = await parser.parse()
@@ -103,7 +112,8 @@ async def _read_multipart(request: Request, max_bytes: int) -> tuple[bytes, str 
         upload = next((v for _, v in form.multi_items() if isinstance(v, UploadFile)), None)
         if upload is None:
             raise BadParameter("multipart body has no file part; send the image as a file field named 'file'")
-        return await upload.read(), _media_type(upload.content_type)
+        fields = {k: v for k, v in form.multi_items() if isinstance(v, str)}
+        return Upload(await upload.read(), _media_type(upload.content_type), fields)
     finally:
         await form.close()
 

@@ -18,38 +18,44 @@ def _shorten(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
-def parse_classes(text: str | None, categories: Sequence[str], offset: int = 1,
-                  background: bool = False) -> set[int] | None:
-    """Labels selected by a comma-separated list of names (case-insensitive) or label numbers; None keeps all.
-
-    ``offset`` is the label of ``categories[0]``: 1 for detectors and segmenters with a background class.
+class LabelLookup:
+    """The label of a class named by its name (case-insensitive) or its label number, for a model whose
+    ``categories[0]`` has label ``offset`` (1 for detectors and segmenters with a background class);
     ``background``: label 0 is a selectable "background" class (segmenters whose answers name it)."""
-    if text is None or not text.strip():
-        return None
-    by_name = {name.strip().lower(): i + offset for i, name in enumerate(categories)}
-    lowest = offset
-    if background and offset == 1:
-        by_name.setdefault("background", 0)
-        lowest = 0
-    labels: set[int] = set()
-    for token in (t.strip() for t in text.split(",")):
-        if not token:
-            continue
+
+    def __init__(self, categories: Sequence[str], offset: int = 1, background: bool = False) -> None:
+        self.categories = categories
+        self.by_name = {name.strip().lower(): i + offset for i, name in enumerate(categories)}
+        self.lowest, self.end = offset, len(categories) + offset
+        if background and offset == 1:
+            self.by_name.setdefault("background", 0)
+            self.lowest = 0
+
+    def __call__(self, token: str) -> int:
+        """The label of ``token`` (surrounding spaces ignored); an unknown name or a label out of range: 422."""
+        token = token.strip()
         number = _LABEL.fullmatch(token)
         if number:  # ASCII digits only (str.isdigit takes "²", which int() refuses), any count of leading zeros
             sign, digits = number.groups()
             label = int(sign + digits) if len(digits) <= 9 else None  # int() refuses over 4300 digits
-            if label is None or not lowest <= label < len(categories) + offset:
-                raise BadParameter(f"class label {_shorten(token)} is out of range "
-                                   f"{lowest}..{len(categories) + offset - 1}")
-            labels.add(label)
-        elif token.lower() in by_name:
-            labels.add(by_name[token.lower()])
-        else:
-            sample = ", ".join(list(categories)[:8])
-            raise BadParameter(f"unknown class {_shorten(token)!r}; this model's classes include: {sample}"
-                               f"{', ...' if len(categories) > 8 else ''} (see GET /v1/models)")
-    return labels
+            if label is None or not self.lowest <= label < self.end:
+                raise BadParameter(f"class label {_shorten(token)} is out of range {self.lowest}..{self.end - 1}")
+            return label
+        if token.lower() in self.by_name:
+            return self.by_name[token.lower()]
+        sample = ", ".join(list(self.categories)[:8])
+        raise BadParameter(f"unknown class {_shorten(token)!r}; this model's classes include: {sample}"
+                           f"{', ...' if len(self.categories) > 8 else ''} (see GET /v1/models)")
+
+
+def parse_classes(text: str | None, categories: Sequence[str], offset: int = 1,
+                  background: bool = False) -> set[int] | None:
+    """Labels selected by a comma-separated list of names (case-insensitive) or label numbers (see
+    :class:`LabelLookup`); None keeps all."""
+    if text is None or not text.strip():
+        return None
+    lookup = LabelLookup(categories, offset, background)
+    return {lookup(token) for token in text.split(",") if token.strip()}
 
 
 def select_detections(dets: Detections, categories: Sequence[str], *, width: int, height: int,

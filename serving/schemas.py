@@ -1,9 +1,10 @@
 """Request and response bodies of the HTTP API (published in its OpenAPI document)."""
 from __future__ import annotations
 
+import math
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class ImageSize(BaseModel):
@@ -101,3 +102,36 @@ class ErrorBody(BaseModel):
 class ErrorResponse(BaseModel):
     error: ErrorBody
     request_id: str
+
+
+class GroundTruth(BaseModel):
+    """The ``ground_truth`` form field of ``POST /v1/detect:visualize``: one box and one class per object."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    boxes: list[tuple[float, float, float, float]] = Field(
+        description="One box per object, in the image's pixels: [x, y, width, height] as COCO annotations "
+                    "(box_format xywh, the default) or [x1, y1, x2, y2] (box_format xyxy).", max_length=10_000)
+    labels: list[int | str] = Field(description="One class per box: a name of the model's categories "
+                                                "(case-insensitive) or its label number (GET /v1/models).",
+                                    max_length=10_000)
+    box_format: Literal["xywh", "xyxy"] = Field(default="xywh", description="xywh: COCO's [x, y, width, height]; "
+                                                                            "xyxy: corners.")
+
+    @model_validator(mode="after")
+    def _one_label_per_box(self) -> GroundTruth:
+        if len(self.boxes) != len(self.labels):
+            raise ValueError(f"{len(self.boxes)} boxes but {len(self.labels)} labels: give one label per box")
+        for box in self.boxes:
+            if not all(math.isfinite(v) for v in box):
+                raise ValueError(f"box {list(box)} is not finite")
+            w, h = (box[2], box[3]) if self.box_format == "xywh" else (box[2] - box[0], box[3] - box[1])
+            if w < 0 or h < 0:
+                raise ValueError(f"box {list(box)} ({self.box_format}) has a negative width or height")
+        return self
+
+    def xyxy(self) -> list[tuple[float, float, float, float]]:
+        """The boxes as corners."""
+        if self.box_format == "xyxy":
+            return list(self.boxes)
+        return [(x, y, x + w, y + h) for x, y, w, h in self.boxes]

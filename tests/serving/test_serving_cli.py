@@ -17,7 +17,7 @@ import pytest
 from serving_helpers import encode
 
 from serving.cli import build_parser, main
-from serving.config import ServingConfig
+from serving.config import ServingConfig, SettingsError, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -42,16 +42,53 @@ def wait_ready(proc: subprocess.Popen, url: str, output: Callable[[], str], time
         time.sleep(0.2)
 
 
-def test_flags_override_environment_which_overrides_defaults():
-    env = {"O365ZOO_SERVE_BACKEND": "onnxruntime", "O365ZOO_SERVE_MAX_BATCH_SIZE": "3",
-           "O365ZOO_SERVE_MODELS": "a,b"}
+def test_flags_override_environment_which_overrides_defaults(monkeypatch):
+    for name, value in {"BACKEND": "onnxruntime", "MAX_BATCH_SIZE": "3", "MODELS": "a, b",
+                        "PRETRAINED": "true"}.items():
+        monkeypatch.setenv(f"O365ZOO_SERVE_{name}", value)
     args = vars(build_parser().parse_args(["--max-batch-size", "5", "--random-weights"]))
-    config = ServingConfig.from_env(env, **args)
+    config = load_config(**args)
     assert (config.backend, config.max_batch_size, config.models, config.pretrained) == ("onnxruntime", 5,
                                                                                          ["a", "b"], False)
-    assert ServingConfig.from_env({}).models == ["yolox_nano_coco"]
-    with pytest.raises(ValueError, match="O365ZOO_SERVE_PORT"):
-        ServingConfig.from_env({"O365ZOO_SERVE_PORT": "eighty"})
+    monkeypatch.delenv("O365ZOO_SERVE_MODELS")
+    assert load_config().models == ["yolox_nano_coco"]
+    monkeypatch.setenv("O365ZOO_SERVE_PORT", "eighty")
+    with pytest.raises(SettingsError, match=r"^invalid setting: --port / O365ZOO_SERVE_PORT: .*integer.*'eighty'"):
+        load_config()
+
+
+def test_help_lists_every_setting_with_its_variable_and_default(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for name, field in ServingConfig.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        shown = ",".join(default) if isinstance(default, list) else "unset" if default is None else default
+        assert f"[env O365ZOO_SERVE_{name.upper()}; default: {shown}]" in text, name
+    assert "--model NAME" in text and "--random-weights" in text and "{torch,onnxruntime,openvino,triton}" in text
+
+
+def test_invalid_settings_are_one_line_naming_flag_and_variable(monkeypatch, capsys):
+    monkeypatch.setenv("O365ZOO_SERVE_QUEUE_SIZE", "0")
+    assert main(["--score-threshold", "2"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("python -m serving: invalid setting: ")
+    assert "--score-threshold / O365ZOO_SERVE_SCORE_THRESHOLD: Input should be less than or equal to 1 (got 2.0)" \
+        in line and "--queue-size / O365ZOO_SERVE_QUEUE_SIZE: Input should be greater than or equal to 1" in line
+    monkeypatch.delenv("O365ZOO_SERVE_QUEUE_SIZE")
+    assert main(["--precision", "bf16"]) == 2
+    assert "invalid setting: precision bf16 needs the openvino backend" in capsys.readouterr().err
+
+
+def test_python_m_serving_without_the_extra_names_it_in_one_line():
+    code = ("import runpy, sys; sys.modules['fastapi'] = None; sys.argv = ['serving', '--random-weights']; "
+            "runpy.run_module('serving', run_name='__main__')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    (line,) = proc.stderr.strip().splitlines()
+    assert line == ('python -m serving: fastapi is not installed (module fastapi): pip install -e ".[serving]" '
+                    "(or pip install fastapi)")
 
 
 def test_unknown_model_fails_before_binding():
@@ -104,13 +141,16 @@ def test_default_server_process_logs_json_and_stops_gracefully(photos):
     assert messages.index("stopped") > messages.index("request") and messages[-1].startswith("Finished server")
 
 
-def test_log_format_flag_over_environment():
-    assert ServingConfig.from_env({}).log_format == "auto"
-    assert ServingConfig.from_env({"O365ZOO_SERVE_LOG_FORMAT": "json"}).log_format == "json"
+def test_log_format_flag_over_environment(monkeypatch):
+    monkeypatch.delenv("O365ZOO_SERVE_LOG_FORMAT", raising=False)
+    assert load_config().log_format == "auto"
+    monkeypatch.setenv("O365ZOO_SERVE_LOG_FORMAT", "json")
+    assert load_config().log_format == "json"
     args = vars(build_parser().parse_args(["--log-format", "text"]))
-    assert ServingConfig.from_env({"O365ZOO_SERVE_LOG_FORMAT": "json"}, **args).log_format == "text"
-    with pytest.raises(ValueError, match="log format"):
-        ServingConfig.from_env({"O365ZOO_SERVE_LOG_FORMAT": "xml"})
+    assert load_config(**args).log_format == "text"
+    monkeypatch.setenv("O365ZOO_SERVE_LOG_FORMAT", "xml")
+    with pytest.raises(SettingsError, match="O365ZOO_SERVE_LOG_FORMAT: Input should be 'auto', 'json' or 'text'"):
+        load_config()
 
 
 def test_server_on_a_terminal_logs_readable_lines_with_request_ids(photos):

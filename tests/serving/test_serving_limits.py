@@ -220,7 +220,7 @@ def held_decodes(monkeypatch):
         release.wait(20)
         return decode_image(data, declared, max_pixels)
 
-    monkeypatch.setattr("serving.app.decode_image", slow_decode)
+    monkeypatch.setattr("serving.state.decode_image", slow_decode)
     yield release, calls
     release.set()
 
