@@ -27,6 +27,7 @@ OPTIONAL_MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "uvicorn": ("uvicorn[standard]", ("serving", "serving-onnx")),
     "multipart": ("python-multipart", ("serving", "serving-onnx")),
     "prometheus_client": ("prometheus-client", ("serving", "serving-onnx")),
+    "pydantic_settings": ("pydantic-settings", ("serving", "serving-onnx")),
     "faster_coco_eval": ("faster-coco-eval", ("training",)),
     "pycocotools": ("pycocotools", ("training",)),
     "tensorboard": ("tensorboard", ("training",)),
