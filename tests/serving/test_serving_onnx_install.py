@@ -3,6 +3,7 @@ names its python in ``O365ZOO_ONNX_VENV``) has no torch, and ``zoo serve --backe
 photo with the torch backend's detections, from the ONNX export that ships in the package."""
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -57,10 +58,15 @@ def test_torch_free_install_serves_the_default_model(tmp_path, default_backend, 
             assert time.monotonic() < deadline, "server not ready in 120 s"
             time.sleep(0.3)
         body = httpx.post(f"{url}/v1/detect?score_threshold=0.05", content=data, timeout=60).json()
+        cup = body["detections"][0]
+        truth = json.dumps({"boxes": [cup["box"]], "labels": [cup["name"]], "box_format": "xyxy"})
+        drawn = httpx.post(f"{url}/v1/detect:visualize", files={"file": ("coffee.jpg", data, "image/jpeg")},
+                           data={"ground_truth": truth}, timeout=60)  # zoo.visualize's comparison, torch-free
     finally:
         proc.terminate()
         proc.wait(timeout=30)
     assert body["model"]["backend"] == "onnxruntime" and body["detections"][0]["name"] == "cup"
+    assert drawn.status_code == 200 and drawn.headers["x-true-positives"] == "1", drawn.text[:300]
     with running(ServingConfig(), [default_backend]) as client:
         expected = client.post("/v1/detect?score_threshold=0.05", content=data).json()["detections"]
     assert_same_detections(expected, body["detections"], score_threshold=0.05)
