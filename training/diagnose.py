@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 from zoo.result_pictures import PictureWriter, worst_first
 from zoo.visualize import Comparison, compare
@@ -191,21 +192,17 @@ def comparisons(truth: GroundTruth, dt: Detections, score_threshold: float = 0.3
     g, d = g[np.argsort(truth.image[g], kind="stable")], d[np.argsort(dt.image[d], kind="stable")]
     n = len(truth.image_ids)
     g_end, d_end = np.cumsum(np.bincount(truth.image[g], minlength=n)), np.cumsum(np.bincount(dt.image[d], minlength=n))
-    g_label = np.searchsorted(truth.category_ids, truth.category) + 1
-    d_label = np.searchsorted(truth.category_ids, dt.category) + 1
+    g_label, d_label = (np.searchsorted(truth.category_ids, c) + 1 for c in (truth.category, dt.category))
+    g_box, d_box = (np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], axis=1) for b in (truth.boxes, dt.boxes))
+    drawn = np.flatnonzero((np.diff(g_end, prepend=0) > 0) | (np.diff(d_end, prepend=0) > 0)).tolist()
     out = {}
-    for i in np.flatnonzero((np.diff(g_end, prepend=0) > 0) | (np.diff(d_end, prepend=0) > 0)).tolist():
+    for i in tqdm(drawn, desc="compare", unit="image", disable=None if len(drawn) > 1000 else True):
         gi, di = g[g_end[i - 1] if i else 0:g_end[i]], d[d_end[i - 1] if i else 0:d_end[i]]
-        out[i] = compare(_xyxy(dt.boxes[di]), d_label[di], dt.scores[di], _xyxy(truth.boxes[gi]), g_label[gi],
-                         iou_threshold)
+        out[i] = compare(d_box[di], d_label[di], dt.scores[di], g_box[gi], g_label[gi], iou_threshold)
     return out
 
 
-def _xyxy(boxes: np.ndarray) -> np.ndarray:
-    return np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], axis=1)
-
-
-def write_pictures(truth: GroundTruth, dt: Detections, out: str | Path, images: str | Path | None = None,
+def write_pictures(truth: GroundTruth, dt: Detections, out: str | Path, *, images: str | Path | None = None,
                    worst: int = 20, score_threshold: float = 0.3) -> list[Path]:
     """Pictures of the ``worst`` images with the most errors (:func:`comparisons`, ranked by
     :func:`zoo.result_pictures.worst_first`) in ``out``, then the contact sheet; returns their paths. An image not
@@ -239,8 +236,9 @@ def write_pictures(truth: GroundTruth, dt: Detections, out: str | Path, images: 
     return [*written, writer.write_sheet()]
 
 
-def diagnose_cmd(pred: str, ann: str, as_json: bool = False, plots: str | None = None, pictures: str | None = None,
-                 images: str | None = None, worst: int = 20, score_threshold: float = 0.3) -> str:
+def diagnose_cmd(pred: str, ann: str, *, as_json: bool = False, plots: str | None = None,
+                 pictures: str | None = None, images: str | None = None, worst: int = 20,
+                 score_threshold: float = 0.3) -> str:
     """What ``python -m training diagnose`` prints."""
     with open(ann) as f:
         gt = json.load(f)
@@ -253,7 +251,8 @@ def diagnose_cmd(pred: str, ann: str, as_json: bool = False, plots: str | None =
 
         out["figures"] = [str(p) for p in plot_diagnosis(result, plots)]
     if pictures:
-        out["pictures"] = [str(p) for p in write_pictures(truth, dt, pictures, images, worst, score_threshold)]
+        out["pictures"] = [str(p) for p in write_pictures(truth, dt, pictures, images=images, worst=worst,
+                                                               score_threshold=score_threshold)]
     if as_json:
         return json.dumps(out, indent=2)
     text = result.table() + "".join(f"\nwrote {p}" for p in out.get("figures", []))

@@ -116,15 +116,13 @@ def _boxes(values: Sequence[Sequence[float]] | np.ndarray, what: str) -> np.ndar
     return boxes
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU ``[len(a), len(b)]`` of xyxy boxes (0 where the union is empty)."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(axis=2)
-    area_a = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(axis=1)
-    area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+def _pair_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU ``[N]`` of the xyxy boxes ``a[k]`` and ``b[k]`` (0 where the union is empty)."""
+    inter = np.clip(np.minimum(a[:, 2:], b[:, 2:]) - np.maximum(a[:, :2], b[:, :2]), 0, None).prod(axis=1)
+    union = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(axis=1) + np.clip(b[:, 2:] - b[:, :2], 0, None).prod(axis=1)
+    union = union - inter
+    iou: np.ndarray = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    return iou
 
 
 def compare(pred_boxes: Sequence[Sequence[float]] | np.ndarray, pred_labels: Sequence[int] | np.ndarray,
@@ -141,14 +139,18 @@ def compare(pred_boxes: Sequence[Sequence[float]] | np.ndarray, pred_labels: Seq
                          f"ground-truth boxes, {len(gl)} labels: each list needs one entry per box")
     if not 0.0 < iou_threshold <= 1.0:
         raise ValueError(f"compare: iou_threshold must be in (0, 1], got {iou_threshold}")
-    iou = box_iou(pb, gb)
-    iou[pl[:, None] != gl[None, :]] = -1.0  # other classes never match
+    iou = np.full((len(pb), len(gb)), -1.0)  # other classes and overlaps below the threshold never match
+    i, j = np.nonzero(pl[:, None] == gl[None, :])
+    same = _pair_iou(pb[i], gb[j])
+    ok = same >= iou_threshold
+    iou[i[ok], j[ok]] = same[ok]
     pred_match = np.full(len(pb), -1, dtype=np.int64)
     gt_match = np.full(len(gb), -1, dtype=np.int64)
-    for i in np.argsort(-ps, kind="stable"):
+    order = np.argsort(-ps, kind="stable")
+    for i in order[(iou[order] >= 0).any(axis=1)].tolist():  # only predictions with a candidate
         row = np.where(gt_match < 0, iou[i], -1.0)
-        j = int(row.argmax()) if len(row) else -1
-        if j >= 0 and row[j] >= iou_threshold:
+        j = int(row.argmax())
+        if row[j] >= 0:
             pred_match[i], gt_match[j] = j, i
     return Comparison(pb, pl, ps, gb, gl, pred_match, gt_match, float(iou_threshold))
 
@@ -164,10 +166,8 @@ def _caption(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, colo
     x, y = xy
     tx1, ty1, tx2, ty2 = draw.textbbox((0, 0), text, font=font)
     h = ty2 - ty1 + 2
-    if below:
-        top = y if y + h <= draw.im.size[1] else y - h
-    else:
-        top = y - h if y - h >= 0 else y
+    fits = y + h <= draw.im.size[1] if below else y - h >= 0
+    top = (y if fits else y - h) if below else (y - h if fits else y)
     draw.rectangle((x, top, x + tx2 - tx1 + 4, top + h), fill=colour)
     draw.text((x + 2, top - ty1), text, fill=(0, 0, 0) if sum(colour) > 380 else (255, 255, 255), font=font)
 
@@ -211,9 +211,9 @@ def _with_legend(picture: Image.Image, c: Comparison, font: ImageFont.ImageFont 
                (FALSE_NEGATIVE_COLOUR, f"false negative {c.fn}"), (FALSE_POSITIVE_COLOUR, f"false positive {c.fp}"))
     probe = ImageDraw.Draw(picture)
     sizes = [probe.textbbox((0, 0), text, font=font) for _, text in entries]
-    line = max(b[3] - b[1] for b in sizes) + 6
+    line = round(max(b[3] - b[1] for b in sizes)) + 6  # Pillow types text boxes as floats (whole pixels here)
     swatch = line - 6
-    cells = [swatch + 6 + b[2] - b[0] + 14 for b in sizes]
+    cells = [swatch + 6 + round(b[2] - b[0]) + 14 for b in sizes]
     rows, x = 1, 6  # wrap the entries onto as many rows as the image width needs
     for w in cells:
         if x + w > picture.width and x > 6:
@@ -242,7 +242,7 @@ def contact_sheet(pictures: Sequence[Image.Image], captions: Sequence[str] | Non
     if columns < 1 or thumb < 16:
         raise ValueError(f"contact_sheet: columns must be >= 1 and thumb >= 16, got {columns} and {thumb}")
     font = ImageFont.load_default(size=max(10, thumb // 20))
-    text_h = font.getbbox("Ag")[3] + 4 if captions is not None else 0
+    text_h = round(font.getbbox("Ag")[3]) + 4 if captions is not None else 0
     cols = min(columns, len(pictures))
     rows = math.ceil(len(pictures) / cols)
     sheet = Image.new("RGB", (cols * thumb, rows * (thumb + text_h)), (255, 255, 255))
