@@ -9,6 +9,7 @@
     python -m training diagnose PRED.json ANN.json [--json] [--plots DIR] [--pictures DIR [--images IMGDIR]
                                 [--worst N]]
     python -m training plot RUN_DIR [RUN_DIR ...] --out FIG.png
+    python -m training data objects365 --root DIR [--split train|val] [--fix-names] [--subset NAME ...]
 """
 from __future__ import annotations
 
@@ -239,6 +240,7 @@ def plot_cmd(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     from zoo.cli_common import Parser, add_download_flags, run_cli, use_download_flags
 
+    from .data_commands import add_data_parser
     from .evaluation.run import METRICS
 
     parser = Parser(prog="python -m training", description=__doc__,
@@ -323,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     pl.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     pl.add_argument("--out", required=True, help="PNG to write")
     pl.set_defaults(fn=plot_cmd)
+    add_data_parser(sub)
     args, extra = parser.parse_known_args(argv)
     # recipe overrides may follow options: collect the key=value words argparse left over
     stray = [x for x in extra if x.startswith("-") or "=" not in x or args.command != "train"]

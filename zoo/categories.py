@@ -364,6 +364,20 @@ def normalize_name(name: str) -> str:
     return "/".join(" ".join(_TYPOS.get(word, word) for word in part.split()) for part in parts)
 
 
+def fix_name(name: str) -> str:
+    """A published name with the v2 typos of ``_TYPOS`` corrected (a word's capital kept) and stray spaces removed,
+    for data files written for people (the stored lists keep the published names).
+
+    >>> fix_name("Moniter/TV"), fix_name("Tape Measur/ Ruler"), fix_name("Table Teniis paddle"), fix_name("Formula 1 ")
+    ('Monitor/TV', 'Tape Measure/Ruler', 'Table Tennis paddle', 'Formula 1')
+    """
+    def word(w: str) -> str:
+        fixed = _TYPOS.get(w.lower())
+        return w if fixed is None else (fixed[:1].upper() + fixed[1:] if w[:1].isupper() else fixed)
+
+    return "/".join(" ".join(map(word, part.split())) for part in name.split("/"))
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Public API
 # --------------------------------------------------------------------------------------------------------------
