@@ -267,3 +267,23 @@ def test_ground_truth_stays_visible_under_a_prediction_on_the_same_box():
     assert drawn.getpixel((20, 50)) == drawn.getpixel((21, 50)) == FALSE_POSITIVE_COLOUR
     assert drawn.getpixel((22, 50)) == drawn.getpixel((23, 50)) == FALSE_NEGATIVE_COLOUR
     assert drawn.getpixel((24, 50)) == GREY
+
+
+def test_picture_writer_names_and_ranks(tmp_path):
+    from zoo.result_pictures import PictureWriter
+
+    writer = PictureWriter(tmp_path, ["cat"], thumb=64, columns=3)
+    clean = compare([[10, 10, 40, 40]], [1], [0.9], [[10, 10, 40, 40]], [1])
+    bad = compare([[10, 10, 40, 40]], [1], [0.9], [[50, 10, 90, 40]], [1])
+    image = Image.new("RGB", (100, 60), GREY)
+    paths = [writer.add("x", image, clean), writer.add("x", image, bad), writer.add("a_very_long_image_name", image,
+                                                                                    clean)]
+    assert [p.name for p in paths] == ["x.jpg", "x_2.jpg", "a_very_long_image_name.jpg"]
+    sheet = Image.open(writer.write_sheet())
+    assert sheet.size[0] == 3 * 64
+    # worst first: x_2 (2 errors) in the first cell; the clean pictures after it (a_very_long_image_name before x)
+    red = np.abs(np.asarray(sheet, dtype=np.float64)[:64] - FALSE_NEGATIVE_COLOUR).max(axis=2) < 60
+    in_cells = [int(red[:, 64 * k:64 * (k + 1)].sum()) for k in range(3)]  # the legend's red swatch is in each
+    assert in_cells[0] > in_cells[1] == in_cells[2] > 0
+    with pytest.raises(ValueError, match="no pictures"):
+        PictureWriter(tmp_path / "empty", None).write_sheet()

@@ -120,13 +120,18 @@ class PictureWriter:
         self._thumbs: dict[str, tuple[Comparison, Image.Image]] = {}
 
     def add(self, stem: str, image: Image.Image, comparison: Comparison) -> Path:
-        """Draw ``comparison`` on ``image``, save it as ``OUT/<stem>.jpg`` (atomically) and return that path."""
+        """Draw ``comparison`` on ``image``, save it as ``OUT/<stem>.jpg`` (atomically; ``<stem>_2.jpg`` and so on
+        for a stem already written) and return that path."""
+        name, k = stem, 1
+        while name in self._thumbs:  # images of the same name from different folders
+            k += 1
+            name = f"{stem}_{k}"
         picture = draw_comparison(image, comparison, self.names, captions=self.captions)
-        target = self.out / f"{stem}.jpg"
+        target = self.out / f"{name}.jpg"
         with atomic_write(target) as f:
             picture.save(f, format="JPEG", quality=92, subsampling=0)  # 4:4:4 keeps thin lines their colour
         picture.thumbnail((self.thumb, self.thumb))
-        self._thumbs[stem] = (comparison, picture)
+        self._thumbs[name] = (comparison, picture)
         return target
 
     def write_sheet(self) -> Path:
@@ -134,8 +139,7 @@ class PictureWriter:
         if not self._thumbs:
             raise ValueError("no pictures were written: nothing to put on a contact sheet")
         ranked = sorted(((stem, c) for stem, (c, _) in self._thumbs.items()), key=worst_first)
-        width = max(8, self.thumb // 8)  # characters that fit under a thumbnail
-        captions = [f"{stem[:max(4, width - 20)]}  {counts(c)}" for stem, c in ranked]
+        captions = [f"{counts(c)}  {stem}" for stem, c in ranked]  # the counts first: a long name is cut
         sheet = contact_sheet([self._thumbs[stem][1] for stem, _ in ranked], captions, columns=self.columns,
                               thumb=self.thumb)
         target = self.out / SHEET_NAME

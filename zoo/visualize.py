@@ -235,8 +235,8 @@ def _with_legend(picture: Image.Image, c: Comparison, font: ImageFont.ImageFont 
 def contact_sheet(pictures: Sequence[Image.Image], captions: Sequence[str] | None = None, *, columns: int = 4,
                   thumb: int = 256) -> Image.Image:
     """A grid of ``pictures`` scaled to fit ``thumb`` x ``thumb`` cells, ``columns`` wide, in the given order, each
-    with its caption under it; the sheet is ``min(columns, n) * thumb`` wide and ``ceil(n / columns)`` rows of
-    ``thumb`` plus a caption line high."""
+    with its caption under it (cut with "..." where wider than the cell); the sheet is ``min(columns, n) * thumb``
+    wide and ``ceil(n / columns)`` rows of ``thumb`` plus a caption line high."""
     if not pictures:
         raise ValueError("contact_sheet: no pictures")
     if columns < 1 or thumb < 16:
@@ -253,5 +253,15 @@ def contact_sheet(pictures: Sequence[Image.Image], captions: Sequence[str] | Non
         x, y = (k % cols) * thumb, (k // cols) * (thumb + text_h)
         sheet.paste(small, (x + (thumb - small.width) // 2, y + (thumb - small.height) // 2))
         if captions is not None:
-            draw.text((x + 3, y + thumb + 1), captions[k], fill=(0, 0, 0), font=font)
+            draw.text((x + 3, y + thumb + 1), _fit(captions[k], font, thumb - 6), fill=(0, 0, 0), font=font)
     return sheet
+
+
+def _fit(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, width: int) -> str:
+    """``text``, or its longest head that fits ``width`` pixels with "..." after it."""
+    if font.getlength(text) <= width:
+        return text
+    keep = len(text)
+    while keep and font.getlength(text[:keep] + "...") > width:
+        keep -= 1
+    return text[:keep] + "..."
