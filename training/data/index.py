@@ -16,8 +16,6 @@ import json
 import logging
 import operator
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -25,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from zoo.atomic import atomic_dir
 from zoo.vocabulary import cache_root
 
 from .json_stream import JsonStreamError, iter_lists
@@ -139,20 +138,11 @@ def _log_stats(path: Path, stats: dict[str, int]) -> None:
 def build_index(json_path: Path, where: Path, fingerprint: dict[str, Any] | None = None) -> None:
     """Parse ``json_path`` and write the index folder ``where`` atomically (temp folder, then rename)."""
     fingerprint = fingerprint or _fingerprint(json_path)
-    where.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{where.name}.", dir=where.parent))
-    try:
+    with atomic_dir(where) as tmp:
         _write_arrays(json_path, tmp)
         meta = json.loads((tmp / "meta.json").read_text())
         meta["fingerprint"] = fingerprint
         (tmp / "meta.json").write_text(json.dumps(meta))
-        old = where.with_name(where.name + ".old")
-        if where.exists():
-            os.replace(where, old)
-        os.replace(tmp, where)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _field(path: Path, section: str, i: int, record: Any, key: str, kind: type | tuple[type, ...]) -> Any:
@@ -292,8 +282,11 @@ class _Columns:
         self.ann_crowd.append(np.array([1 if a.get("iscrowd") or a.get("ignore") else 0 for a in batch], np.uint8))
 
 
-def _concat(parts: list[np.ndarray], dtype: type, shape: tuple[int, ...] = (0,)) -> np.ndarray:
-    return np.concatenate(parts) if parts else np.zeros(shape, dtype=dtype)
+def _take(parts: list[np.ndarray], dtype: type, shape: tuple[int, ...] = (0,)) -> np.ndarray:
+    """The batches of one column as one array; ``parts`` is emptied (the batches are not kept twice)."""
+    out = np.concatenate(parts) if parts else np.zeros(shape, dtype=dtype)
+    parts.clear()
+    return out
 
 
 def _write_arrays(path: Path, out: Path) -> None:
@@ -315,16 +308,17 @@ def _write_arrays(path: Path, out: Path) -> None:
 
     if not columns.n_images:
         raise AnnotationError(f"{path}: no 'images' listed")
-    ids = _concat(columns.image_ids, np.int64)
-    widths, heights = _concat(columns.widths, np.int32), _concat(columns.heights, np.int32)
+    ids = _take(columns.image_ids, np.int64)
+    widths, heights = _take(columns.widths, np.int32), _take(columns.heights, np.int32)
     name_offsets = np.zeros(len(ids) + 1, dtype=np.int64)
-    np.cumsum(_concat(columns.name_lengths, np.int64), out=name_offsets[1:])
+    np.cumsum(_take(columns.name_lengths, np.int64), out=name_offsets[1:])
     order = np.argsort(ids, kind="stable")
     sorted_ids = ids[order]
     if np.any(sorted_ids[1:] == sorted_ids[:-1]):
         raise AnnotationError(f"{path}: duplicate image ids in 'images'")
 
-    a_img = _concat(columns.ann_image, np.int64)
+    a_img = _take(columns.ann_image, np.int64)
+    n_annotations = len(a_img)
     pos = np.searchsorted(sorted_ids, a_img)
     pos_ok = (pos < len(sorted_ids)) & (sorted_ids[np.minimum(pos, len(sorted_ids) - 1)] == a_img)
     if not pos_ok.all():
@@ -332,45 +326,52 @@ def _write_arrays(path: Path, out: Path) -> None:
         raise AnnotationError(f"{path}: annotations[{bad}].image_id = {int(a_img[bad])} names no image "
                               f"({int((~pos_ok).sum())} such annotations)")
     img_pos = order[pos]  # position of each annotation's image in the JSON's image order
-    a_cat = _concat(columns.ann_cat, np.int64)
+    del a_img, pos, pos_ok, order, sorted_ids  # (10M boxes: the peak memory is in these steps)
+    a_cat = _take(columns.ann_cat, np.int64)
     cpos = np.searchsorted(cat_ids, a_cat)
     cat_ok = (cpos < len(cat_ids)) & (cat_ids[np.minimum(cpos, len(cat_ids) - 1)] == a_cat)
     if not cat_ok.all():
         bad = int(np.flatnonzero(~cat_ok)[0])
         raise AnnotationError(f"{path}: annotations[{bad}].category_id = {int(a_cat[bad])} is not in 'categories'")
+    categories = cpos.astype(np.int32)
+    del a_cat, cpos, cat_ok
 
-    xywh = _concat(columns.ann_box, np.float32, (0, 4))
+    xywh = _take(columns.ann_box, np.float32, (0, 4))
     w_img = widths[img_pos].astype(np.float32)
     h_img = heights[img_pos].astype(np.float32)
     x1, y1 = xywh[:, 0], xywh[:, 1]
     x2, y2 = x1 + xywh[:, 2], y1 + xywh[:, 3]
     xyxy = np.stack([x1, y1, x2, y2], axis=1)
+    del xywh, x1, y1, x2, y2
     finite = np.isfinite(xyxy).all(axis=1)
-    clipped = np.stack([np.clip(x1, 0, w_img), np.clip(y1, 0, h_img), np.clip(x2, 0, w_img), np.clip(y2, 0, h_img)],
-                       axis=1)
+    clipped = np.stack([np.clip(xyxy[:, 0], 0, w_img), np.clip(xyxy[:, 1], 0, h_img), np.clip(xyxy[:, 2], 0, w_img),
+                        np.clip(xyxy[:, 3], 0, h_img)], axis=1)
+    del w_img, h_img
     was_clipped = finite & (clipped != xyxy).any(axis=1)
+    del xyxy
     keep = finite & (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
 
-    img_pos, clipped = img_pos[keep], clipped[keep]
+    img_pos = img_pos[keep]
     by_image = np.argsort(img_pos, kind="stable")
     counts = np.bincount(img_pos, minlength=len(ids))
+    del img_pos
     box_offsets = np.zeros(len(ids) + 1, dtype=np.int64)
     np.cumsum(counts, out=box_offsets[1:])
 
     arrays = {
-        "image_ids": ids,
-        "widths": widths,
-        "heights": heights,
-        "name_offsets": name_offsets,
-        "name_bytes": np.frombuffer(bytes(columns.names), dtype=np.uint8),
-        "box_offsets": box_offsets,
-        "boxes": np.ascontiguousarray(clipped[by_image], dtype=np.float32),
-        "categories": cpos[keep][by_image].astype(np.int32),
-        "iscrowd": _concat(columns.ann_crowd, np.uint8)[keep][by_image],
+        "image_ids": lambda: ids,
+        "widths": lambda: widths,
+        "heights": lambda: heights,
+        "name_offsets": lambda: name_offsets,
+        "name_bytes": lambda: np.frombuffer(bytes(columns.names), dtype=np.uint8),
+        "box_offsets": lambda: box_offsets,
+        "boxes": lambda: np.ascontiguousarray(clipped[keep][by_image], dtype=np.float32),
+        "categories": lambda: categories[keep][by_image],
+        "iscrowd": lambda: _take(columns.ann_crowd, np.uint8)[keep][by_image],
     }
-    for name, value in arrays.items():
-        np.save(out / f"{name}.npy", value)
-    stats = {"images": len(ids), "annotations": len(a_img), "boxes": int(keep.sum()),
+    for name, make in arrays.items():  # one at a time
+        np.save(out / f"{name}.npy", make())
+    stats = {"images": len(ids), "annotations": n_annotations, "boxes": int(keep.sum()),
              "clipped": int((was_clipped & keep).sum()), "degenerate": int((~keep).sum())}
     meta = {"category_ids": cat_ids.tolist(), "category_names": [c[1] for c in cats], "stats": stats}
     (out / "meta.json").write_text(json.dumps(meta))
