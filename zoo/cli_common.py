@@ -31,7 +31,6 @@ OPTIONAL_MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "faster_coco_eval": ("faster-coco-eval", ("training",)),
     "pycocotools": ("pycocotools", ("training",)),
     "tensorboard": ("tensorboard", ("training",)),
-    "ijson": ("ijson", ("training",)),
 }
 _MIRROR_FIX = f"--mirror URL or ${hub.MIRROR_ENV}"
 
