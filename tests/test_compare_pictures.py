@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from zoo.visualize import (
+    CROWD_COLOUR,
     FALSE_NEGATIVE_COLOUR,
     FALSE_POSITIVE_COLOUR,
     MATCHED_GT_COLOUR,
@@ -54,6 +55,26 @@ def test_iou_threshold_is_inclusive():
     half = [[0, 0, 10, 5]]  # IoU exactly 0.5
     assert compare(half, [3], [0.9], gt, [3]).tp == 1
     assert compare(half, [3], [0.9], gt, [3], iou_threshold=0.51).tp == 0
+
+
+def test_crowd_regions_as_coco():
+    gt = [[0, 0, 100, 100], [10, 10, 30, 30]]
+    crowd = [True, False]
+    preds = [[12, 12, 32, 32],  # on the regular box (IoU .67) and inside the crowd region: matches the regular box
+             [50, 50, 70, 70],  # inside the crowd region (intersection over its own area 1): ignored, no FP
+             [90, 90, 150, 150],  # mostly outside (100 / 3600 of it inside): FP
+             [20, 60, 45, 85]]  # inside the crowd region but of another class: FP
+    c = compare(preds, [1, 1, 1, 2], [0.9, 0.8, 0.7, 0.6], gt, [1, 1], gt_crowd=crowd)
+    assert c.pred_match.tolist() == [1, -1, -1, -1] and c.pred_ignored.tolist() == [False, True, False, False]
+    assert c.false_positives.tolist() == [2, 3] and c.false_negatives.tolist() == []  # a crowd is never missed
+    assert (c.tp, c.fp, c.fn) == (1, 2, 0)
+    drawn = draw_comparison(Image.new("RGB", (160, 160), GREY), c, width=2, captions=False, legend=False)
+    assert drawn.getpixel((0, 20)) == drawn.getpixel((50, 60)) == CROWD_COLOUR
+    assert drawn.getpixel((90, 120)) == drawn.getpixel((20, 70)) == FALSE_POSITIVE_COLOUR
+    legend = np.asarray(draw_comparison(Image.new("RGB", (160, 160), GREY), c))[160:].reshape(-1, 3)
+    assert CROWD_COLOUR in {tuple(int(v) for v in px) for px in legend}
+    with pytest.raises(ValueError, match="crowd flags"):
+        compare([], [], [], gt, [1, 1], gt_crowd=[True])
 
 
 def test_empty_and_bad_input():
@@ -137,7 +158,7 @@ ANNOTATION = {
         {"id": 1, "image_id": 1, "category_id": 1, "bbox": [20, 15, 345, 497]},  # found: TP
         {"id": 2, "image_id": 1, "category_id": 5, "bbox": [355, 0, 115, 285]},  # the shuttle as airplane: FN
         {"id": 3, "image_id": 1, "category_id": 90, "bbox": [278, 343, 232, 169]},  # not a COCO class: left out
-        {"id": 4, "image_id": 1, "category_id": 1, "bbox": [0, 0, 100, 100], "iscrowd": 1},  # crowd: left out
+        {"id": 4, "image_id": 1, "category_id": 1, "bbox": [0, 0, 100, 100], "iscrowd": 1},  # crowd: never a FN
         {"id": 5, "image_id": 2, "category_id": 18, "bbox": [40, 20, 380, 270]},  # the cat as a dog: FN, cat FP
     ]}
 
@@ -199,7 +220,8 @@ def test_zoo_predict_compare_json_and_errors(photos):
 
 def _diagnose_case(folder: Path) -> None:
     """Three annotated images (ids 10, 20, 30; categories 3 cat, 7 dog) with known errors at IoU .5, score >= .3:
-    a.png none (a TP, a crowd box, a low-scored stray), b.png 3 (two FN, one FP), c.png 2 (a class confusion)."""
+    a.png none (a TP, a detection on a crowd region, a low-scored stray), b.png 3 (two FN, one FP), c.png 2 (a class
+    confusion)."""
     (folder / "img").mkdir()
     for name, shade in (("a", 90), ("b", 120), ("c", 150)):
         Image.new("RGB", (200, 150), (shade, shade, shade)).save(folder / "img" / f"{name}.png")
@@ -229,9 +251,9 @@ def test_diagnose_comparisons_count_each_image(tmp_path):
     _diagnose_case(tmp_path)
     truth = load_ground_truth(tmp_path / "ann.json")
     found = comparisons(truth, load_detections(tmp_path / "pred.json", truth))
-    # the detection on the crowd box is a false positive here: crowd regions are left out of the pictures
     assert {int(truth.image_ids[i]): (c.tp, c.fp, c.fn) for i, c in found.items()} == {
-        10: (1, 1, 0), 20: (0, 1, 2), 30: (0, 1, 1)}
+        10: (1, 0, 0), 20: (0, 1, 2), 30: (0, 1, 1)}
+    assert found[0].pred_ignored.tolist() == [False, True]  # the dog on the crowd region, as COCO
     assert found[2].pred_labels.tolist() == [1] and found[2].gt_labels.tolist() == [2]  # positions + 1: cat, dog
 
 

@@ -16,7 +16,7 @@ are marked by an area beyond every area range (non-crowd boxes ignored by the ra
 (:func:`training.evaluation.coco.evaluate_coco`) treats exactly as pycocotools treats an ignored box.
 
 With ``--pictures DIR`` it also draws the images with the most errors (false positives plus false negatives at IoU
-.5, detections scoring at least ``--score-threshold``, crowd boxes left out) in the paper's Fig. 9 colours, with a
+.5, detections scoring at least ``--score-threshold``, crowd regions as COCO) in the paper's Fig. 9 colours, with a
 contact sheet worst first (:mod:`zoo.result_pictures`).
 
     python -m training diagnose PRED.json ANN.json [--json] [--plots DIR] [--pictures DIR [--images IMGDIR]
@@ -185,9 +185,9 @@ def diagnose(gt: str | Path | Mapping[str, Any], detections: Any) -> Diagnosis:
 def comparisons(truth: GroundTruth, dt: Detections, score_threshold: float = 0.3, iou_threshold: float = 0.5
                 ) -> dict[int, Comparison]:
     """Per image (index into ``truth.image_ids``) with ground truth or detections: detections scoring at least
-    ``score_threshold`` matched to the non-crowd ground truth (:func:`zoo.visualize.compare`); labels are category
-    positions + 1 (``truth.category_names[label - 1]``)."""
-    g = np.flatnonzero(~truth.iscrowd)
+    ``score_threshold`` matched to the ground truth (:func:`zoo.visualize.compare`, crowd regions as COCO); labels
+    are category positions + 1 (``truth.category_names[label - 1]``)."""
+    g = np.arange(len(truth.image))
     d = np.flatnonzero(dt.scores >= score_threshold)
     g, d = g[np.argsort(truth.image[g], kind="stable")], d[np.argsort(dt.image[d], kind="stable")]
     n = len(truth.image_ids)
@@ -198,7 +198,8 @@ def comparisons(truth: GroundTruth, dt: Detections, score_threshold: float = 0.3
     out = {}
     for i in tqdm(drawn, desc="compare", unit="image", disable=None if len(drawn) > 1000 else True):
         gi, di = g[g_end[i - 1] if i else 0:g_end[i]], d[d_end[i - 1] if i else 0:d_end[i]]
-        out[i] = compare(d_box[di], d_label[di], dt.scores[di], g_box[gi], g_label[gi], iou_threshold)
+        out[i] = compare(d_box[di], d_label[di], dt.scores[di], g_box[gi], g_label[gi], iou_threshold,
+                         gt_crowd=truth.iscrowd[gi])
     return out
 
 

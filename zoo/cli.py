@@ -195,7 +195,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             gt = [k for k, cid in enumerate(truth.category_ids.tolist())
                   if cid in label_of and (wanted is None or label_of[cid] in wanted)]
             comparison = compare(found["boxes"][keep], found["labels"][keep], found["scores"][keep],
-                                 truth.boxes[gt], [label_of[int(truth.category_ids[k])] for k in gt], args.iou)
+                                 truth.boxes[gt], [label_of[int(truth.category_ids[k])] for k in gt], args.iou,
+                                 gt_crowd=truth.crowd[gt])
             line.update(tp=comparison.tp, fp=comparison.fp, fn=comparison.fn)
             totals = [totals[0] + comparison.tp, totals[1] + comparison.fp, totals[2] + comparison.fn]
             writer.add(path.stem, image, comparison)

@@ -27,13 +27,14 @@ SHEET_NAME = "contact_sheet.jpg"
 
 @dataclasses.dataclass(frozen=True)
 class ImageTruth:
-    """One annotated image: its COCO ``file_name``, size, and non-crowd boxes (xyxy) with their category ids."""
+    """One annotated image: its COCO ``file_name``, size, and boxes (xyxy) with their category ids and crowd flags."""
 
     file_name: str
     width: int
     height: int
     boxes: np.ndarray
     category_ids: np.ndarray
+    crowd: np.ndarray
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,8 +63,7 @@ class CocoTruth:
 
 
 def load_coco_truth(source: str | Path | Mapping[str, Any]) -> CocoTruth:
-    """Read a COCO-format annotation file (or its dict). Crowd boxes are left out: they mark regions, not objects
-    to find."""
+    """Read a COCO-format annotation file (or its dict)."""
     if not isinstance(source, Mapping):
         with open(source) as f:
             source = json.load(f)
@@ -73,17 +73,16 @@ def load_coco_truth(source: str | Path | Mapping[str, Any]) -> CocoTruth:
         categories = {int(c["id"]): str(c["name"]) for c in source["categories"]}
         boxes: dict[int, list[list[float]]] = {int(img["id"]): [] for img in source["images"]}
         labels: dict[int, list[int]] = {i: [] for i in boxes}
+        crowd: dict[int, list[bool]] = {i: [] for i in boxes}
         for ann in source["annotations"]:
-            if ann.get("iscrowd", 0):
-                continue
             x, y, w, h = (float(v) for v in ann["bbox"])
             boxes[int(ann["image_id"])].append([x, y, x + w, y + h])
             labels[int(ann["image_id"])].append(int(ann["category_id"]))
-        images = {int(img["id"]): ImageTruth(str(img["file_name"]), int(img.get("width", 0)),
-                                             int(img.get("height", 0)),
-                                             np.asarray(boxes[int(img["id"])], dtype=np.float64).reshape(-1, 4),
-                                             np.asarray(labels[int(img["id"])], dtype=np.int64))
-                  for img in source["images"]}
+            crowd[int(ann["image_id"])].append(bool(ann.get("iscrowd", 0)))
+        images = {i: ImageTruth(str(img["file_name"]), int(img.get("width", 0)), int(img.get("height", 0)),
+                                np.asarray(boxes[i], dtype=np.float64).reshape(-1, 4),
+                                np.asarray(labels[i], dtype=np.int64), np.asarray(crowd[i], dtype=bool))
+                  for i, img in ((int(img["id"]), img) for img in source["images"])}
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"malformed COCO annotation (images need id and file_name, annotations image_id, "
                          f"category_id and bbox [x, y, w, h], categories id and name): {exc!r}") from exc

@@ -16,6 +16,7 @@ MATCHED_GT_COLOUR = (0, 200, 0)  # green
 MATCHED_PRED_COLOUR = (135, 206, 250)  # light blue
 FALSE_NEGATIVE_COLOUR = (230, 0, 0)  # red
 FALSE_POSITIVE_COLOUR = (0, 0, 255)  # blue
+CROWD_COLOUR = (150, 150, 150)  # grey: crowd regions and the predictions they excuse (COCO's ignored boxes)
 
 
 def _colour(label: int) -> tuple[int, int, int]:
@@ -53,8 +54,10 @@ def draw_detections(
 class Comparison:
     """Detections of one image matched to its ground truth (:func:`compare`).
 
-    ``pred_match[i]`` is the ground-truth index matched by prediction ``i`` (-1: a false positive) and ``gt_match[j]``
-    the prediction matched to ground truth ``j`` (-1: a false negative); boxes are ``[N, 4]`` xyxy."""
+    ``pred_match[i]`` is the ground-truth index matched by prediction ``i`` (-1: none) and ``gt_match[j]`` the
+    prediction matched to ground truth ``j`` (-1: none); boxes are ``[N, 4]`` xyxy. A crowd box (``gt_crowd``) is
+    never matched nor missed, and a prediction that falls on one instead of a box of its own (``pred_ignored``) is
+    no false positive, as in COCO evaluation."""
 
     pred_boxes: np.ndarray
     pred_labels: np.ndarray
@@ -64,6 +67,8 @@ class Comparison:
     pred_match: np.ndarray
     gt_match: np.ndarray
     iou_threshold: float
+    gt_crowd: np.ndarray
+    pred_ignored: np.ndarray
 
     @property
     def matched_pred(self) -> np.ndarray:
@@ -77,13 +82,13 @@ class Comparison:
 
     @property
     def false_positives(self) -> np.ndarray:
-        """Indices of the predictions that match no ground truth."""
-        return np.flatnonzero(self.pred_match < 0)
+        """Indices of the predictions that match no ground truth (nor fall on a crowd region)."""
+        return np.flatnonzero((self.pred_match < 0) & ~self.pred_ignored)
 
     @property
     def false_negatives(self) -> np.ndarray:
-        """Indices of the ground-truth boxes that no prediction matches."""
-        return np.flatnonzero(self.gt_match < 0)
+        """Indices of the (non-crowd) ground-truth boxes that no prediction matches."""
+        return np.flatnonzero((self.gt_match < 0) & ~self.gt_crowd)
 
     @property
     def pairs(self) -> np.ndarray:
@@ -97,11 +102,11 @@ class Comparison:
 
     @property
     def fp(self) -> int:
-        return int((self.pred_match < 0).sum())
+        return len(self.false_positives)
 
     @property
     def fn(self) -> int:
-        return int((self.gt_match < 0).sum())
+        return len(self.false_negatives)
 
     @property
     def errors(self) -> int:
@@ -116,43 +121,52 @@ def _boxes(values: Sequence[Sequence[float]] | np.ndarray, what: str) -> np.ndar
     return boxes
 
 
-def _pair_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU ``[N]`` of the xyxy boxes ``a[k]`` and ``b[k]`` (0 where the union is empty)."""
+def _pair_iou(a: np.ndarray, b: np.ndarray, crowd: np.ndarray) -> np.ndarray:
+    """IoU ``[N]`` of the xyxy boxes ``a[k]`` and ``b[k]`` (0 where the union is empty); where ``crowd[k]``, COCO's
+    overlap with a crowd region: the intersection over the area of ``a[k]``."""
     inter = np.clip(np.minimum(a[:, 2:], b[:, 2:]) - np.maximum(a[:, :2], b[:, :2]), 0, None).prod(axis=1)
-    union = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(axis=1) + np.clip(b[:, 2:] - b[:, :2], 0, None).prod(axis=1)
-    union = union - inter
+    area_a = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(axis=1)
+    union = np.where(crowd, area_a, area_a + np.clip(b[:, 2:] - b[:, :2], 0, None).prod(axis=1) - inter)
     iou: np.ndarray = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
     return iou
 
 
 def compare(pred_boxes: Sequence[Sequence[float]] | np.ndarray, pred_labels: Sequence[int] | np.ndarray,
             pred_scores: Sequence[float] | np.ndarray, gt_boxes: Sequence[Sequence[float]] | np.ndarray,
-            gt_labels: Sequence[int] | np.ndarray, iou_threshold: float = 0.5) -> Comparison:
+            gt_labels: Sequence[int] | np.ndarray, iou_threshold: float = 0.5, *,
+            gt_crowd: Sequence[bool] | np.ndarray | None = None) -> Comparison:
     """Match predictions to ground truth as COCO evaluation does at one IoU threshold: predictions in order of
     decreasing score each take the still unmatched ground-truth box of the same label with the highest IoU, if that
-    IoU is at least ``iou_threshold``."""
+    IoU is at least ``iou_threshold``. Failing that, a prediction overlapping a crowd region (``gt_crowd``, COCO's
+    ``iscrowd``) of its label by at least the threshold (intersection over the prediction's area) is ignored."""
     pb, gb = _boxes(pred_boxes, "predictions"), _boxes(gt_boxes, "ground truth")
     pl, ps = np.asarray(pred_labels, dtype=np.int64).reshape(-1), np.asarray(pred_scores, dtype=np.float64).reshape(-1)
     gl = np.asarray(gt_labels, dtype=np.int64).reshape(-1)
     if not len(pl) == len(ps) == len(pb) or len(gl) != len(gb):
         raise ValueError(f"compare: {len(pb)} predicted boxes, {len(pl)} labels, {len(ps)} scores; {len(gb)} "
                          f"ground-truth boxes, {len(gl)} labels: each list needs one entry per box")
+    crowd = np.zeros(len(gb), dtype=bool) if gt_crowd is None else np.asarray(gt_crowd, dtype=bool).reshape(-1)
+    if len(crowd) != len(gb):
+        raise ValueError(f"compare: {len(crowd)} crowd flags for {len(gb)} ground-truth boxes")
     if not 0.0 < iou_threshold <= 1.0:
         raise ValueError(f"compare: iou_threshold must be in (0, 1], got {iou_threshold}")
     iou = np.full((len(pb), len(gb)), -1.0)  # other classes and overlaps below the threshold never match
     i, j = np.nonzero(pl[:, None] == gl[None, :])
-    same = _pair_iou(pb[i], gb[j])
+    same = _pair_iou(pb[i], gb[j], crowd[j])
     ok = same >= iou_threshold
     iou[i[ok], j[ok]] = same[ok]
     pred_match = np.full(len(pb), -1, dtype=np.int64)
     gt_match = np.full(len(gb), -1, dtype=np.int64)
+    ignored = np.zeros(len(pb), dtype=bool)
     order = np.argsort(-ps, kind="stable")
     for i in order[(iou[order] >= 0).any(axis=1)].tolist():  # only predictions with a candidate
-        row = np.where(gt_match < 0, iou[i], -1.0)
+        row = np.where((gt_match < 0) & ~crowd, iou[i], -1.0)
         j = int(row.argmax())
         if row[j] >= 0:
             pred_match[i], gt_match[j] = j, i
-    return Comparison(pb, pl, ps, gb, gl, pred_match, gt_match, float(iou_threshold))
+        else:
+            ignored[i] = bool((iou[i][crowd] >= 0).any())
+    return Comparison(pb, pl, ps, gb, gl, pred_match, gt_match, float(iou_threshold), crowd, ignored)
 
 
 def _font(image: Image.Image) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
@@ -175,13 +189,14 @@ def _caption(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, colo
 def draw_comparison(image: Image.Image, comparison: Comparison, names: Sequence[str] | None = None, *,
                     width: int | None = None, captions: bool = True, legend: bool = True) -> Image.Image:
     """A copy of ``image`` with ``comparison`` drawn in the paper's Fig. 9 colours: matched ground truth green,
-    matched predictions light blue, false negatives red, false positives blue. Ground truth is outlined twice as
-    wide (``2 * width``, inwards) under the predictions, so a prediction on the very same box leaves it visible.
+    matched predictions light blue, false negatives red, false positives blue; crowd regions and the predictions
+    they excuse grey. Ground truth is outlined twice as wide (``2 * width``, inwards) under the predictions, so a
+    prediction on the very same box leaves it visible.
 
     ``names[label - 1]`` names a label (zoo's labels 1..K, as ``model.categories``); without ``names`` the captions
     show the label number. ``captions`` writes the name on ground truth and ``name score`` on predictions.
-    ``legend`` adds a strip below the image naming the four colours with their counts; the image itself keeps its
-    pixels and coordinates."""
+    ``legend`` adds a strip below the image naming the colours with their counts; the image itself keeps its pixels
+    and coordinates."""
     picture = image.convert("RGB").copy()
     draw = ImageDraw.Draw(picture)
     width = width or max(2, round(max(picture.size) / 400))
@@ -191,13 +206,15 @@ def draw_comparison(image: Image.Image, comparison: Comparison, names: Sequence[
     def name(label: int) -> str:
         return names[label - 1] if names is not None and 1 <= label <= len(names) else str(label)
 
-    layers = ((c.gt_boxes, c.gt_labels, None, c.gt_match >= 0, MATCHED_GT_COLOUR, FALSE_NEGATIVE_COLOUR, True),
-              (c.pred_boxes, c.pred_labels, c.pred_scores, c.pred_match >= 0, MATCHED_PRED_COLOUR,
-               FALSE_POSITIVE_COLOUR, False))
-    for boxes, labels, scores, matched, hit, miss, is_gt in layers:
-        for k in range(len(boxes)):
+    gt_colours = [CROWD_COLOUR if crowd else MATCHED_GT_COLOUR if m >= 0 else FALSE_NEGATIVE_COLOUR
+                  for crowd, m in zip(c.gt_crowd.tolist(), c.gt_match.tolist())]
+    pred_colours = [CROWD_COLOUR if ignored else MATCHED_PRED_COLOUR if m >= 0 else FALSE_POSITIVE_COLOUR
+                    for ignored, m in zip(c.pred_ignored.tolist(), c.pred_match.tolist())]
+    layers = ((c.gt_boxes, c.gt_labels, None, gt_colours, True),
+              (c.pred_boxes, c.pred_labels, c.pred_scores, pred_colours, False))
+    for boxes, labels, scores, colours, is_gt in layers:
+        for k, colour in enumerate(colours):
             x1, y1, x2, y2 = (float(v) for v in boxes[k])
-            colour = hit if matched[k] else miss
             draw.rectangle((x1, y1, x2, y2), outline=colour, width=2 * width if is_gt else width)
             if captions:
                 text = name(int(labels[k])) + ("" if scores is None else f" {float(scores[k]):.2f}")
@@ -207,8 +224,10 @@ def draw_comparison(image: Image.Image, comparison: Comparison, names: Sequence[
 
 def _with_legend(picture: Image.Image, c: Comparison, font: ImageFont.ImageFont | ImageFont.FreeTypeFont
                  ) -> Image.Image:
-    entries = ((MATCHED_GT_COLOUR, f"matched ground truth {c.tp}"), (MATCHED_PRED_COLOUR, f"matched prediction {c.tp}"),
-               (FALSE_NEGATIVE_COLOUR, f"false negative {c.fn}"), (FALSE_POSITIVE_COLOUR, f"false positive {c.fp}"))
+    entries = [(MATCHED_GT_COLOUR, f"matched ground truth {c.tp}"), (MATCHED_PRED_COLOUR, f"matched prediction {c.tp}"),
+               (FALSE_NEGATIVE_COLOUR, f"false negative {c.fn}"), (FALSE_POSITIVE_COLOUR, f"false positive {c.fp}")]
+    if c.gt_crowd.any():
+        entries.append((CROWD_COLOUR, f"crowd region {int(c.gt_crowd.sum())}, ignored {int(c.pred_ignored.sum())}"))
     probe = ImageDraw.Draw(picture)
     sizes = [probe.textbbox((0, 0), text, font=font) for _, text in entries]
     line = round(max(b[3] - b[1] for b in sizes)) + 6  # Pillow types text boxes as floats (whole pixels here)
