@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .errors import BackendUnavailable, ServingError
-from .schemas import ErrorResponse
+from .schemas import ErrorBody, ErrorResponse
 
 log = logging.getLogger("serving")
 
@@ -18,7 +18,7 @@ def error_response(status: int, code: str, message: str, request: Request,
                    headers: dict[str, str] | None = None) -> JSONResponse:
     """The JSON error answer: ``{"error": {"code", "message"}, "request_id"}``."""
     rid = request.scope.get("state", {}).get("request_id", "-")
-    body = ErrorResponse(error={"code": code, "message": message}, request_id=rid)
+    body = ErrorResponse(error=ErrorBody(code=code, message=message), request_id=rid)
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 

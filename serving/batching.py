@@ -3,6 +3,7 @@ after the first one arrived, on a worker thread so inference never blocks the ev
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -112,17 +113,13 @@ class DynamicBatcher:
                 if len(results) != len(batch):
                     raise RuntimeError(f"backend returned {len(results)} results for {len(batch)} images")
             except asyncio.CancelledError:
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(Overloaded("the server is shutting down"))
+                _fail(batch, Overloaded("the server is shutting down"))
                 raise
             except Exception as exc:  # every failure becomes an answer; the worker keeps running
                 if not isinstance(exc, ServingError):
                     log.exception("inference failed for a batch of %d", len(batch))
-                    exc = BatchFailed(f"inference failed: {type(exc).__name__}: {exc}")
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(exc)
+                _fail(batch, exc if isinstance(exc, ServingError)
+                      else BatchFailed(f"inference failed: {type(exc).__name__}: {exc}"))
                 continue
             finally:
                 self._busy = False
@@ -141,14 +138,18 @@ class DynamicBatcher:
             await asyncio.sleep(0.01)
         if self._worker is not None:
             self._worker.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
-            except asyncio.CancelledError:
-                pass
+        left = []
         while not self._queue.empty():
-            item = self._queue.get_nowait()
-            if not item.future.done():
-                item.future.set_exception(Overloaded("the server is shutting down"))
+            left.append(self._queue.get_nowait())
+        _fail(left, Overloaded("the server is shutting down"))
         if self._owns_executor:
             self._executor.shutdown(wait=True, cancel_futures=True)
 
+
+def _fail(items: list[_Item], error: Exception) -> None:
+    """Answer ``error`` to the items still waiting."""
+    for item in items:
+        if not item.future.done():
+            item.future.set_exception(error)

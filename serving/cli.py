@@ -79,7 +79,6 @@ def _serve(args: dict) -> int:
 
     from . import logs
     from .app import create_app
-
     from .config import load_config
 
     config = load_config(**args)

@@ -10,9 +10,11 @@ from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Depends, Query, Request
 
+from zoo.vocabulary import SEGMENTATION
+
 from .limits import Upload, read_upload
 from .results import parse_classes
-from .state import ServerState, Served
+from .state import Served, ServerState
 
 O = TypeVar("O")  # noqa: E741  (an endpoint's own options)
 
@@ -79,7 +81,7 @@ def model_lookup(task: str, options: Callable[..., O]) -> Callable[..., _Target[
         served = state.resolve(model, task)
         request.state.model = served.name
         info = served.backend.info
-        selected = parse_classes(classes, info.categories, info.label_offset, background=task == "segmentation")
+        selected = parse_classes(classes, info.categories, info.label_offset, background=task == SEGMENTATION)
         return _Target(served, selected, chosen, started)
 
     return lookup

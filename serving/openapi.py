@@ -27,7 +27,7 @@ def image_body(**form_fields: dict[str, Any]) -> dict[str, Any]:
 
 
 IMAGE_BODY = image_body()
-ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorResponse, "description": text} for status, text in {
+_ERROR_TEXTS = {
     404: "Unknown model.",
     408: "The upload was not received within the body deadline; the connection is closed.",
     413: "Upload too large, or too many pixels (decompression bomb).",
@@ -36,6 +36,9 @@ ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorResponse, "des
     500: "Internal error (a bug); quote the request id when reporting it.",
     503: "Not ready, queue full (see Retry-After) or backend unreachable.",
     504: "Decoding and inference did not finish within the request timeout.",
-}.items()} | {400: {"description": "Malformed HTTP request, refused by the HTTP parser before the application "
-                                   "(e.g. an overlong URL); plain-text body. So is the 503 of a server past its "
-                                   "connection limit."}}
+}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    **{status: {"model": ErrorResponse, "description": text} for status, text in _ERROR_TEXTS.items()},
+    400: {"description": "Malformed HTTP request, refused by the HTTP parser before the application (e.g. an "
+                         "overlong URL); plain-text body. So is the 503 of a server past its connection limit."},
+}

@@ -69,8 +69,8 @@ def select_detections(dets: Detections, categories: Sequence[str], *, width: int
     boxes[:, 0::2] = boxes[:, 0::2].clip(0, width)
     boxes[:, 1::2] = boxes[:, 1::2].clip(0, height)
     out = []
-    for box, score, label in zip(boxes.round(2), dets.scores[order], dets.labels[order]):
-        label = int(label)
+    for box, score, raw in zip(boxes.round(2), dets.scores[order], dets.labels[order]):
+        label = int(raw)
         name = categories[label - 1] if 1 <= label <= len(categories) else f"label_{label}"
         out.append(Detection(box=tuple(float(v) for v in box), score=round(float(score), 5), label=label, name=name))
     return out
@@ -101,8 +101,8 @@ def segment_classes(label_map: np.ndarray, categories: Sequence[str], *, offset:
     areas = np.bincount(label_map.ravel(), minlength=len(categories) + offset)
     total = max(label_map.size, 1)
     out = []
-    for label in np.argsort(-areas, kind="stable"):
-        label = int(label)
+    for raw in np.argsort(-areas, kind="stable"):
+        label = int(raw)
         if areas[label] == 0 or (classes is not None and label not in classes):
             continue
         index = label - offset

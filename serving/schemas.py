@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from zoo.vocabulary import FP32, Task
+
 
 class ImageSize(BaseModel):
     width: int = Field(description="Width of the uploaded image in pixels (after its EXIF orientation).")
@@ -72,10 +74,10 @@ class SegmentResponse(BaseModel):
 class ModelDescription(BaseModel):
     name: str
     version: str
-    task: Literal["detection", "segmentation"]
+    task: Task
     arch: str
     backend: str
-    precision: str = Field(default="fp32", description="What the model computes in: fp32, bf16 (OpenVINO "
+    precision: str = Field(default=FP32, description="What the model computes in: fp32, bf16 (OpenVINO "
                                                        "--precision bf16) or int8 (a quantized ONNX export).")
     categories: list[str]
     score_threshold: float = Field(description="The model's own floor: requests cannot lower it.")

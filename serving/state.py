@@ -12,6 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from zoo.vocabulary import SEGMENTATION
+
 from .backends import Backend, create_backend
 from .batching import DynamicBatcher, Outcome
 from .config import ServingConfig
@@ -129,7 +131,7 @@ class ServerState:
             raise ModelNotFound(f"model {name!r} is not served here; served: {', '.join(self.backends)}")
         backend = self.backends[name]
         if backend.info.task != task:
-            other = "/v1/segment" if backend.info.task == "segmentation" else "/v1/detect"
+            other = "/v1/segment" if backend.info.task == SEGMENTATION else "/v1/detect"
             raise WrongTask(f"model {name!r} is a {backend.info.task} model; use POST {other}")
         return Served(backend, self.batchers[name])
 

@@ -22,7 +22,7 @@ def draw_detections(pixels: np.ndarray, detections: list[Detection], image_forma
 
 
 def draw_compared(pixels: np.ndarray, detections: list[Detection], gt_boxes: Sequence[Sequence[float]],
-                  gt_labels: Sequence[int], categories: Sequence[str], iou_threshold: float,
+                  gt_labels: Sequence[int], *, categories: Sequence[str], iou_threshold: float,
                   image_format: str = "PNG") -> tuple[bytes, Comparison]:
     """The detections matched to the ground truth (xyxy boxes, labels 1..C) at ``iou_threshold``, drawn with a
     legend: matched ground truth green, matched detections light blue, false negatives red, false positives blue."""

@@ -18,20 +18,15 @@ __all__ = ["Backend", "Detections", "ModelInfo", "Result", "create_backend", "mo
 
 
 def model_info(model: nn.Module, backend: str) -> ModelInfo:
-    """What the API reports for a model loaded by ``zoo.load`` (it carries ``.spec`` and ``.categories``)."""
-    spec = model.spec
-    categories = tuple(model.categories)
-    offset = spec.label_offset
-    pre = spec.preprocessing
-    return ModelInfo(name=spec.name, version=spec.version, task=spec.task, categories=categories, arch=spec.arch,
-                     backend=backend, score_threshold=pre.score_threshold, max_detections=pre.max_detections,
-                     label_offset=offset)
+    """What the API reports for a model loaded by ``zoo.load`` (its spec and category names)."""
+    import zoo
+
+    return ModelInfo.from_spec(zoo.model_spec(model), zoo.model_categories(model), backend)
 
 
 def load_zoo_model(name: str, config: ServingConfig) -> nn.Module:
     """``zoo.load`` with the server's device, weights and resize settings."""
     import zoo
-
     from zoo.models.yolox import YOLOX
 
     model = zoo.load(name, pretrained=config.pretrained, device=config.device)
@@ -47,10 +42,12 @@ def load_zoo_model(name: str, config: ServingConfig) -> nn.Module:
 def create_backend(name: str, config: ServingConfig) -> Backend:
     """The backend ``config.backend`` serving zoo model ``name``."""
     if config.backend == "torch":
+        import zoo
+
         from .torch_backend import TorchBackend
 
         model = load_zoo_model(name, config)
-        pre = model.spec.preprocessing
+        pre = zoo.model_spec(model).preprocessing
         size = pre.input_size(config.image_size)
         return TorchBackend(model, model_info(model, "torch"), device=config.device,
                             max_batch_size=config.max_batch_size, segmentation_size=size[0], streams=config.streams,

@@ -1,4 +1,5 @@
-"""The one interface every inference backend implements, and the values that cross it."""
+"""The one interface every inference backend implements, and the values that cross it (:class:`ModelInfo` is
+zoo.vocabulary's, re-exported here)."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -6,21 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the API reports about a served model. ``categories[l - 1]`` names label ``l`` (0 is background)."""
-
-    name: str
-    version: str
-    task: str  # "detection" | "segmentation"
-    categories: tuple[str, ...]
-    arch: str = ""
-    backend: str = ""
-    score_threshold: float = 0.05  # the model's own floor: requests cannot see detections below it
-    max_detections: int = 100
-    label_offset: int = 1  # the label of categories[0]: 1 with a background class (all detectors), else 0
-    precision: str = "fp32"  # what the model computes in: "fp32", "bf16" (OpenVINO) or "int8" (quantized export)
+from zoo.vocabulary import ModelInfo  # one home: what a model is, from a spec or an export manifest
 
 
 @dataclass(frozen=True)
@@ -65,5 +52,5 @@ class Backend(ABC):
         """Whether the backend can serve now (a remote backend checks its server)."""
         return True
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027  (optional: a backend holding nothing keeps this no-op)
         """Release sessions, connections and threads."""

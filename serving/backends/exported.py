@@ -8,21 +8,19 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .base import Detections, ModelInfo, Result
+from zoo.vocabulary import SEGMENTATION
+
+from .base import Detections, Result
 
 Runner = Callable[[np.ndarray], dict[str, np.ndarray]]  # images [B, 3, H, W] float32 -> outputs by name
 
 
-def info_from_metadata(meta: dict, backend: str, runtime_precision: str = "f32") -> ModelInfo:
-    """A :class:`ModelInfo` from an export's ``metadata.json``; its precision is the export's (``"int8"`` for a
-    quantized one), else ``"bf16"`` when the runtime computes in bfloat16, else ``"fp32"``."""
-    categories = tuple(meta["categories"])
-    offset = int(meta.get("label_offset", 1))
-    pre = meta["preprocessing"]
-    return ModelInfo(name=meta["model"], version=str(meta["version"]), task=meta["task"], categories=categories,
-                     arch=meta.get("arch", ""), backend=backend, score_threshold=float(pre["score_threshold"]),
-                     max_detections=int(pre["max_detections"]) or 100, label_offset=offset,
-                     precision=meta.get("precision") or ("bf16" if runtime_precision == "bf16" else "fp32"))
+def served_outputs(task: str) -> list[str]:
+    """The export graph's outputs a backend fetches for ``task``: the label map of a segmenter (not its logits),
+    every output of a detector."""
+    from export.contract import DETECTION_OUTPUTS
+
+    return ["labels"] if task == SEGMENTATION else list(DETECTION_OUTPUTS)
 
 
 def input_size(meta: dict) -> tuple[int, int]:
@@ -50,7 +48,7 @@ def run_letterboxed(runner: Runner, images: list[np.ndarray], size: tuple[int, i
     results: list[Result] = []
     for b, (image, scale) in enumerate(zip(images, scales)):
         height, width = image.shape[:2]
-        if task == "segmentation":
+        if task == SEGMENTATION:
             results.append(labels_to_photo(out["labels"][b], scale, (height, width)))
             continue
         n = int(out["num_detections"][b])

@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from zoo.vocabulary import F32, ModelInfo
+
 from .base import Backend, Result
-from .exported import (Runner, check_onnx_file, export_dir_of, info_from_metadata, input_size, pad_value,
-                       run_letterboxed)
+from .exported import Runner, check_onnx_file, export_dir_of, input_size, pad_value, run_letterboxed, served_outputs
 
 if TYPE_CHECKING:
     from ..config import ServingConfig
@@ -35,9 +36,8 @@ class OnnxBackend(Backend):
     ``precision`` f32 or bf16); photos are letterboxed into its fixed input size."""
 
     def __init__(self, export_dir: str | Path, *, device: str = "cpu", threads: int | None = None,
-                 max_batch_size: int = 8, runtime: str = "onnxruntime", precision: str = "f32") -> None:
+                 max_batch_size: int = 8, runtime: str = "onnxruntime", precision: str = F32) -> None:
         from export.artifact import METADATA_FILE, ExportError, read_metadata
-        from export.contract import DETECTION_OUTPUTS
         from export.runtime import runner_for
 
         export_dir = export_dir_of(Path(export_dir))
@@ -48,14 +48,14 @@ class OnnxBackend(Backend):
                               f"{self.meta.get('artifact_format')!r}")
         if runtime == "openvino" and not device.startswith("cpu"):
             raise ValueError(f"the openvino backend runs on the CPU, not {device!r}")
-        fetch = ["labels"] if self.meta["task"] == "segmentation" else list(DETECTION_OUTPUTS)
+        fetch = served_outputs(self.meta["task"])
         providers = providers_for(device) if runtime == "onnxruntime" else None
         try:
             self._run: Runner = runner_for("onnx", path, fetch, runtime, precision, threads, providers)
         except Exception:
             check_onnx_file(path)  # a file that does not parse: one line naming it, not the runtime's many
             raise
-        self.info = info_from_metadata(self.meta, runtime, precision)
+        self.info = ModelInfo.from_manifest(self.meta, runtime, precision)
         self.size = input_size(self.meta)
         self.pad = pad_value(self.meta)
         self.max_batch_size = max_batch_size

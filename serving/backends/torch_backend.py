@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.inference import detect
+from zoo.vocabulary import SEGMENTATION
 
 from .base import Backend, Detections, ModelInfo, Result
 
@@ -22,12 +23,13 @@ def to_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
 class TorchBackend(Backend):
     """Runs an ``nn.Module`` that follows the zoo contract (docs/design.md): detectors take a list of [3, H, W]
     tensors on [0, 1] and return boxes in input pixels (each photo is letterboxed into ``input_size`` first, the
-    spec's :meth:`~zoo.preprocess.Preprocessing.input_size` by default, exactly as the exported backends do); segmenters take [B, 3, S, S] and return ``{"out": logits}``:
-    each image is resized to S x S and its label map (argmax at S x S) resized back with nearest-neighbour.
+    spec's :meth:`~zoo.preprocess.Preprocessing.input_size` by default, exactly as the exported backends do);
+    segmenters take [B, 3, S, S] and return ``{"out": logits}``: each image is resized to S x S and its label map
+    (argmax at S x S) resized back with nearest-neighbour.
 
     On CPU a batch of several images runs as ``streams`` single-threaded forwards side by side, one image each (the
-    throughput mode of OpenVINO's CPU plugin): a stacked batch runs slower per image in oneDNN, so at batch 8 on 2
-    cores the demo model served 20.3 images/s with streams against 8.8 stacked (benchmarks/bench_batch_scaling.py).
+    throughput mode of OpenVINO's CPU plugin): a stacked batch runs slower per image in oneDNN (measured by
+    benchmarks/bench_batch_scaling.py; its figures are in the README).
     A single image keeps every intra-op thread, for latency. On CUDA the batch runs as one forward.
     """
 
@@ -68,7 +70,7 @@ class TorchBackend(Backend):
 
     @torch.inference_mode()
     def _forward(self, images: list[np.ndarray]) -> list[Result]:
-        if self.info.task == "segmentation":
+        if self.info.task == SEGMENTATION:
             return self._segment(images)
         found = detect(self.model, images, input_size=self.input_size, pad_value=self.pad_value, device=self.device)
         return [Detections(boxes=d["boxes"], scores=d["scores"], labels=d["labels"]) for d in found]

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import BackendUnavailable
 from .base import Backend, ModelInfo, Result
-from .exported import run_letterboxed
+from .exported import run_letterboxed, served_outputs
 
 if TYPE_CHECKING:
     from ..config import ServingConfig
@@ -96,7 +96,7 @@ class TritonBackend(Backend):
     def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         name, _, outputs = self._resolve_graph()
         module = self._module
-        wanted = ["labels"] if self.info.task == "segmentation" else ["boxes", "scores", "labels", "num_detections"]
+        wanted = served_outputs(self.info.task)
         tensor = module.InferInput("images", list(batch.shape), "FP32")
         tensor.set_data_from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
         requested = [module.InferRequestedOutput(o) for o in wanted if o in outputs]
@@ -133,19 +133,7 @@ class TritonBackend(Backend):
     def from_config(cls, name: str, config: ServingConfig) -> TritonBackend:
         import zoo
 
-        return cls(zoo_info(name, "triton"), url=config.triton_url, protocol=config.triton_protocol,
+        spec = zoo.get_spec(name)
+        return cls(ModelInfo.from_spec(spec, backend="triton"), url=config.triton_url, protocol=config.triton_protocol,
                    model=config.triton_model, timeout_s=config.request_timeout_s,
-                   max_batch_size=config.max_batch_size, pad_value=zoo.get_spec(name).preprocessing.pad_value)
-
-
-def zoo_info(name: str, backend: str) -> ModelInfo:
-    """A :class:`ModelInfo` from the zoo registry alone (no weights loaded)."""
-    import zoo
-    from zoo.categories import get_categories
-
-    spec = zoo.get_spec(name)
-    offset = spec.label_offset
-    pre = spec.preprocessing
-    return ModelInfo(name=spec.name, version=str(spec.version), task=spec.task,
-                     categories=tuple(get_categories(spec.categories)), arch=spec.arch, backend=backend,
-                     score_threshold=pre.score_threshold, max_detections=pre.max_detections, label_offset=offset)
+                   max_batch_size=config.max_batch_size, pad_value=spec.preprocessing.pad_value)

@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query
 from starlette.concurrency import run_in_threadpool
 
+from zoo.vocabulary import DETECTION, SEGMENTATION
+
 from ..backends import Backend, Detections
 from ..dependencies import AppState, DetectOptions, Job, admitted, detect_options
 from ..errors import WrongTask
@@ -25,8 +27,8 @@ def segment_format(format: Annotated[SegmentFormat, Query(  # noqa: A002  (the q
     return format
 
 
-DetectJob = Annotated[Job[DetectOptions], Depends(admitted("detection", detect_options))]
-SegmentJob = Annotated[Job[SegmentFormat], Depends(admitted("segmentation", segment_format))]
+DetectJob = Annotated[Job[DetectOptions], Depends(admitted(DETECTION, detect_options))]
+SegmentJob = Annotated[Job[SegmentFormat], Depends(admitted(SEGMENTATION, segment_format))]
 
 
 def model_ref(backend: Backend) -> ModelRef:

@@ -9,6 +9,8 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from zoo.vocabulary import DETECTION
+
 from ..dependencies import AppState, DetectOptions, Job, admitted, detect_options
 from ..errors import BadParameter
 from ..openapi import ERRORS, image_body
@@ -39,7 +41,7 @@ def visualize_options(
     return VisualizeOptions(detect, format, iou_threshold)
 
 
-VisualizeJob = Annotated[Job[VisualizeOptions], Depends(admitted("detection", visualize_options))]
+VisualizeJob = Annotated[Job[VisualizeOptions], Depends(admitted(DETECTION, visualize_options))]
 _GROUND_TRUTH_SCHEMA = {
     "type": "string", "contentMediaType": "application/json",
     "description": "Optional ground truth as JSON, e.g. `{\"boxes\": [[10, 20, 100, 50]], \"labels\": [\"person\"]}`"
@@ -80,8 +82,9 @@ async def detect_visualize(state: AppState, job: VisualizeJob) -> Response:
     if truth is None:
         content = await run_in_threadpool(draw_detections, pixels, detections, fmt)
     else:
-        content, comparison = await run_in_threadpool(draw_compared, pixels, detections, *truth, info.categories,
-                                                      options.iou_threshold, fmt)
+        content, comparison = await run_in_threadpool(draw_compared, pixels, detections, *truth,
+                                                      categories=info.categories,
+                                                      iou_threshold=options.iou_threshold, image_format=fmt)
         headers |= {"X-True-Positives": str(comparison.tp), "X-False-Positives": str(comparison.fp),
                     "X-False-Negatives": str(comparison.fn)}
     return Response(content, media_type=f"image/{options.format}", headers=headers)

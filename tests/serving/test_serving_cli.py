@@ -83,8 +83,8 @@ def test_invalid_settings_are_one_line_naming_flag_and_variable(monkeypatch, cap
 def test_python_m_serving_without_the_extra_names_it_in_one_line():
     code = ("import runpy, sys; sys.modules['fastapi'] = None; sys.argv = ['serving', '--random-weights']; "
             "runpy.run_module('serving', run_name='__main__')")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, cwd=REPO,
+                          timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     (line,) = proc.stderr.strip().splitlines()
     assert line == ('python -m serving: fastapi is not installed (module fastapi): pip install -e ".[serving]" '
@@ -194,3 +194,14 @@ def test_server_on_a_terminal_logs_readable_lines_with_request_ids(photos):
     assert "method=POST path=/v1/detect status=200 model=yolox_nano_coco" in request
     assert any("serving: model ready model=yolox_nano_coco" in line for line in lines)
     assert any(line.split()[1:3] == ["INFO", "serving:"] and line.endswith("stopped") for line in lines)
+
+
+def test_settings_use_the_shared_vocabulary():
+    """The runtime precisions a server accepts are zoo.vocabulary's (a Literal cannot name its constants)."""
+    import typing
+
+    from zoo.vocabulary import F32, RUNTIME_PRECISIONS, cache_root
+
+    assert typing.get_args(ServingConfig.model_fields["precision"].annotation) == RUNTIME_PRECISIONS
+    assert ServingConfig.model_fields["precision"].default == F32
+    assert load_config().onnx_cache == cache_root() / "serving"

@@ -94,10 +94,9 @@ def test_bad_inputs_get_4xx_and_the_server_keeps_serving(limited_client, photos)
     photo = encode(photos["astronaut"], "JPEG")
     for query, kwargs, status in bad_requests(photo):
         path = "/v1/detect:visualize" if "format" in query else "/v1/detect"
-        if "data" in kwargs and "files" not in kwargs:
-            kwargs = {"files": {"field": (None, "value")}}
-        response = limited_client.post(path + query, **kwargs)
-        assert response.status_code == status, (query, kwargs.get("headers"), response.text[:300])
+        sent = {"files": {"field": (None, "value")}} if "data" in kwargs and "files" not in kwargs else kwargs
+        response = limited_client.post(path + query, **sent)
+        assert response.status_code == status, (query, sent.get("headers"), response.text[:300])
         error = response.json()["error"]
         assert error["code"] and error["message"], response.text
     good = limited_client.post("/v1/detect", content=photo, headers={"content-type": "image/jpeg"})

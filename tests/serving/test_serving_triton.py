@@ -10,7 +10,9 @@ from serving_helpers import assert_same_detections, encode
 
 from serving import ServingConfig
 from serving.backends import create_backend
-from serving.backends.triton_backend import TritonBackend, zoo_info
+from serving.backends.triton_backend import TritonBackend
+from zoo.registry import get_spec
+from zoo.vocabulary import ModelInfo
 
 pytest.importorskip("tritonclient.http", reason="pip install 'tritonclient[all]'")
 DEMO = "retinanet_lite0_neon_trees"
@@ -82,8 +84,8 @@ def test_triton_backend_matches_torch_and_recovers_from_an_outage(triton_repo, s
 
 
 def test_unreachable_triton_at_start_is_not_ready_and_answers_503(serve, photos):
-    backend = TritonBackend(zoo_info("retinanet_r50_obj365", "triton"), url="127.0.0.1:9", protocol="http",
-                            timeout_s=5)
+    info = ModelInfo.from_spec(get_spec("retinanet_r50_obj365"), backend="triton")
+    backend = TritonBackend(info, url="127.0.0.1:9", protocol="http", timeout_s=5)
     with serve(ServingConfig(), [backend], ready=False) as client:
         response = client.post("/v1/detect", content=encode(photos["chelsea"], "JPEG"))
         assert response.status_code == 503 and "127.0.0.1:9" in response.json()["error"]["message"]
@@ -96,6 +98,7 @@ def test_default_model_on_triton_matches_torch_in_the_ensemble_and_the_backend(t
     with the export's value, so every path gives the torch backend's detections."""
     import numpy as np
     import tritonclient.http as tritonclient_http
+
     import zoo
     from export.triton import build_repository
 
