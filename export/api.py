@@ -2,22 +2,19 @@
 published atomically."""
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 from torch import nn
+
+from zoo.preprocess import Preprocessing
 
 from .artifact import METADATA_FILE, ExportError, build_metadata, read_metadata, staged_dir, write_json
 from .contract import output_names
 from .graphs import graph_for
-from .runtime import runner_for
 from .parity import BF16_TOLERANCE, ParityReport, Tolerance, check_parity
+from .runtime import runner_for
 from .source import ExportSource, load_source
-from zoo import cli_common
-from zoo.preprocess import Preprocessing
 
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.pt"}
 
@@ -28,21 +25,6 @@ class ParityError(ExportError):
     def __init__(self, report: ParityReport) -> None:
         super().__init__("export failed the parity check:\n" + report.table())
         self.report = report
-
-
-def run_cli(action: Callable[[], int], prog: str, debug: bool = False,
-            expected: tuple[type[Exception], ...] = ()) -> int:
-    """Run a command-line action: a parity failure exits 1 with its table on stderr; other expected failures
-    (:func:`zoo.cli_common.describe`, export errors, ``expected``) exit 2 with one line."""
-    def checked() -> int:
-        try:
-            return action()
-        except ParityError as exc:
-            print(f"{prog}: {exc}", file=sys.stderr)
-            return 1
-
-    return cli_common.run_cli(prog, checked, debug=debug, expected=(ExportError, TypeError, *expected),
-                              extra="export")
 
 
 def default_image_size(pre: Preprocessing) -> tuple[int, int]:
@@ -57,19 +39,6 @@ def fit_input_size(model: nn.Module, size: tuple[int, int]) -> None:
 
     if isinstance(model, YOLOX):
         model.set_input_size(*size)
-
-
-def parse_size(text: str | None) -> tuple[int, int] | None:
-    """``"512"`` -> (512, 512); ``"480x640"`` -> (480, 640) (height x width); None -> None."""
-    if text is None:
-        return None
-    try:
-        parts = [int(p) for p in text.lower().split("x")]
-    except ValueError:
-        raise ValueError(f"size must be H or HxW in pixels, got {text!r}") from None
-    if len(parts) not in (1, 2):
-        raise ValueError(f"size must be H or HxW in pixels, got {text!r}")
-    return (parts[0], parts[-1])
 
 
 def tolerance_for(precision: str) -> Tolerance:

@@ -17,15 +17,16 @@ Run ``python -m export.parity NAME|CHECKPOINT|EXPORT_DIR`` (see ``--help``).
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 from PIL import Image
 
 from zoo.letterbox import letterbox
+
 from .artifact import ExportError
 from .source import ExportSource
 
@@ -127,8 +128,8 @@ def compare_detections(ref: dict[str, np.ndarray], out: dict[str, np.ndarray], *
         score_diff = max(score_diff, float(abs(ref["scores"][i] - out["scores"][j])))
         matched_required += int(i in required_set)
     recall = matched_required / len(required) if len(required) else 1.0
-    return {"eager_detections": int(len(ref["scores"])), "export_detections": int(n_out),
-            "required": int(len(required)), "recall": recall, "max_box_diff_px": box_diff,
+    return {"eager_detections": len(ref["scores"]), "export_detections": int(n_out),
+            "required": len(required), "recall": recall, "max_box_diff_px": box_diff,
             "max_score_diff": score_diff}
 
 
@@ -165,59 +166,8 @@ def check_parity(source: ExportSource, runner: Runner, image_size: tuple[int, in
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
-    from zoo.cli_common import Parser, add_download_flags, use_download_flags
-
-    from .api import parity_of_export_dir, run_cli, runner_for, tolerance_for
-    from .runtime import OPENVINO_PRECISIONS
-
-    parser = Parser(prog="python -m export.parity", description=(
-        "Compare an export with the eager model on real photos. TARGET is an export folder (checked against its "
-        "source checkpoint) or a model name/checkpoint (exported to a temporary folder, checked, discarded)."))
-    parser.add_argument("target")
-    parser.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
-    parser.add_argument("--size", help="H or HxW of the export (default: the preprocessing's min_size, square)")
-    parser.add_argument("--random-weights", action="store_true", help="architecture with random weights")
-    parser.add_argument("--score-threshold", type=float, help="detector score threshold override")
-    parser.add_argument("--photos", nargs="+", help="photo files (default: scikit-image's sample photos)")
-    parser.add_argument("--runtime", choices=("onnxruntime", "openvino"), default="onnxruntime",
-                        help="what runs an ONNX export (openvino: pip install openvino)")
-    parser.add_argument("--precision", choices=OPENVINO_PRECISIONS, default="f32",
-                        help="openvino's inference precision; bf16 is held to the looser BF16_TOLERANCE")
-    add_download_flags(parser)
-    args = parser.parse_args(argv)
-    if args.precision != "f32" and args.runtime != "openvino":
-        parser.error("--precision bf16 needs --runtime openvino")
-    if args.runtime != "onnxruntime" and args.format != "onnx":
-        parser.error("--runtime openvino runs ONNX exports only")
-    use_download_flags(args.mirror, args.offline)
-    torch.set_num_threads(min(2, torch.get_num_threads()))
-
-    def parity() -> int:
-        photos = load_photos(args.photos) if args.photos else None
-        if (Path(args.target) / "metadata.json").is_file():
-            report = parity_of_export_dir(args.target, photos=photos, runtime=args.runtime, precision=args.precision)
-        else:
-            import tempfile
-
-            from .api import default_image_size, export_model, parse_size
-            from .contract import output_names
-            from .source import load_source
-
-            source = load_source(args.target, pretrained=not args.random_weights,
-                                 score_threshold=args.score_threshold)
-            size = parse_size(args.size) or default_image_size(source.preprocessing)
-            with tempfile.TemporaryDirectory() as tmp:
-                path, report = export_model(source, Path(tmp) / "export", fmt=args.format, image_size=size,
-                                            photos=photos, raise_on_failure=False)
-                if path is not None and args.runtime != "onnxruntime":
-                    runner = runner_for("onnx", path, output_names(source.task), args.runtime, args.precision)
-                    report = check_parity(source, runner, size, photos, tolerance_for(args.precision))
-        print(report.table())
-        return 0 if report.passed else 1
-
-    return run_cli(parity, parser.prog, getattr(args, "debug", False), expected=(RuntimeError,))
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    # ``python -m export.parity``: the command line lives in export.cli (which imports this module, not the reverse).
+    from export.cli import parity_main
+
+    sys.exit(parity_main())

@@ -24,11 +24,13 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .api import export_model, parse_size, run_cli
+from zoo.cli_common import Parser, add_download_flags, use_download_flags
+
+from .api import export_model
 from .artifact import METADATA_FILE, ExportError, read_metadata, staged_dir
+from .cli import parse_size, run_cli
 from .contract import DETECTION_OUTPUTS, triton_name
 from .source import ExportSource, load_source
-from zoo.cli_common import Parser, add_download_flags, use_download_flags
 
 TEMPLATES = Path(__file__).resolve().parent / "triton_models"
 LETTERBOX = Path(__file__).resolve().parents[1] / "zoo" / "letterbox.py"

@@ -27,7 +27,7 @@ SHIPPED_EXPORT = str(next((REPO / "zoo" / "weights" / "exports").glob("yolox_nan
 WRAPPER = """
 import sys, time
 {setup}
-from {module} import main
+from {module} import {function} as main
 started = time.monotonic()
 status = main(sys.argv[1:])
 print(f"elapsed {{time.monotonic() - started:.3f}}")
@@ -46,8 +46,9 @@ DOWNLOADING = {
 
 @pytest.fixture
 def cli(tmp_path):
-    """``cli(*args, module=None, setup="", **env)``: ``python -m ARGS...``, or ``module``'s ``main(ARGS)`` behind
-    ``setup``, in a clean environment (empty cache, registry and Hugging Face home under tmp_path, online)."""
+    """``cli(*args, module=None, setup="", **env)``: ``python -m ARGS...``, or ``module``'s ``main(ARGS)`` (with
+    ``module:function``, that function) behind ``setup``, in a clean environment (empty cache, registry and
+    Hugging Face home under tmp_path, online)."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("O365ZOO_", "HF_"))}
     env = {**base, "O365ZOO_CACHE": str(tmp_path / "cache"), "O365ZOO_REGISTRY": str(tmp_path / "registry.json"),
            "HF_HOME": str(tmp_path / "hf"), "OMP_NUM_THREADS": "2", "PYTHONPATH": str(REPO)}
@@ -56,8 +57,9 @@ def cli(tmp_path):
     places = {"OUT": str(tmp_path / "out"), "PHOTO": str(photo)}
 
     def run(*args: str, module: str | None = None, setup: str = "", **extra_env: str) -> subprocess.CompletedProcess:
-        command = [sys.executable, "-c", WRAPPER.format(setup=setup, module=module)] if module else \
-            [sys.executable, "-m"]
+        module, _, function = (module or "").partition(":")  # "package.module[:function]", main by default
+        wrapped = WRAPPER.format(setup=setup, module=module, function=function or "main")
+        command = [sys.executable, "-c", wrapped] if module else [sys.executable, "-m"]
         return subprocess.run([*command, *(places.get(a, a) for a in args)], capture_output=True, text=True,
                               timeout=300, cwd=REPO, env={**env, **extra_env})
 
@@ -215,8 +217,8 @@ def test_serve_on_a_port_in_use_is_one_line_before_loading(cli):
 @pytest.mark.parametrize(("blocked", "module", "args", "install"), [
     ("onnx", "export.__main__", ("yolox_nano_coco", "--out", "OUT", "--random-weights", "--no-parity",
                                  "--size", "128"), 'pip install -e ".[export]"'),
-    ("onnxruntime", "export.parity", (SHIPPED_EXPORT,), 'pip install -e ".[export]"'),
-    ("openvino", "export.parity", (SHIPPED_EXPORT, "--runtime", "openvino"), 'pip install -e ".[export]"'),
+    ("onnxruntime", "export.cli:parity_main", (SHIPPED_EXPORT,), 'pip install -e ".[export]"'),
+    ("openvino", "export.cli:parity_main", (SHIPPED_EXPORT, "--runtime", "openvino"), 'pip install -e ".[export]"'),
     ("tritonclient", "export.triton", ("yolox_nano_coco", "--repo", "OUT", "--random-weights", "--no-parity",
                                        "--size", "128"), 'pip install -e ".[export]"'),
     ("fastapi", "zoo.cli", ("serve",), 'pip install -e ".[serving]"'),
