@@ -432,6 +432,12 @@ def graph_for(model: nn.Module, image_size: tuple[int, int], task: str = "detect
         return RetinaNetGraph(model, image_size).eval()
     if isinstance(model, YOLOX):
         return YoloxGraph(model, image_size).eval()
+    from zoo.models.hf_detr import HfDetector
+
+    if isinstance(model, HfDetector):
+        from .detr import DetrGraph
+
+        return DetrGraph(model, image_size).eval()
     raise ExportUnsupportedError(f"no export graph for {type(model).__name__}")
 
 

@@ -75,11 +75,12 @@ def load_source(model_or_name: str | Path | nn.Module, *, pretrained: bool = Tru
 
 
 def _set_score_threshold(model: nn.Module, value: float) -> None:
+    from zoo.models.hf_detr import HfDetector
     from zoo.models.yolox import YOLOX
 
     if isinstance(model, FasterRCNN):
         model.roi_heads.score_thresh = value
-    elif isinstance(model, (RetinaNet, YOLOX)):
+    elif isinstance(model, (RetinaNet, YOLOX, HfDetector)):
         model.score_thresh = value
     else:
         raise ValueError(f"score_threshold applies to detectors, not to {type(model).__name__}")

@@ -219,3 +219,73 @@ register(ModelSpec(
         "(Apache-2.0)."
     ),
 ))
+
+
+# DETR-family detectors run by `transformers` (the `detr` extra), weights on the Hugging Face Hub in its layout
+# (config.json + preprocessor_config.json + model.safetensors), built by zoo/models/hf_detr.py. Facts checked on
+# 2026-12-01 with the Hub pages the search index holds; what could not be checked is said in each entry.
+# Photos are letterboxed into 640 x 640 (the processors resize to 640 x 640 without keeping the aspect ratio);
+# the processors rescale to [0, 1] and do not normalise (do_normalize false), which the model re-reads from the
+# checkpoint's preprocessor_config.json on every load.
+DETR_640 = Preprocessing(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), min_size=640, max_size=640, size_divisible=32,
+                         score_threshold=0.05, nms_threshold=1.0, max_detections=300, resize="letterbox",
+                         pad_value=0.0)
+_DETR_RECIPE = ("Finetune with `python -m training train detr_finetune --init {name}` (AdamW, the published D-FINE / "
+                "RT-DETR lr), or `zoo.load('{name}', categories=...)` for the head transferred through the category "
+                "mapping.")
+
+
+def _hf_detr(name: str, repo: str, revision: str | None, sha256: str | None, categories: str, license: str,
+             description: str, *, datasets: tuple[str, ...], metrics: tuple[Metric, ...] = ()) -> ModelSpec:
+    pin = f"@{revision}" if revision else ""
+    return register(ModelSpec(
+        name=name,
+        arch="hf_detr",
+        task="detection",
+        categories=categories,
+        source=f"hf://{repo}/model.safetensors{pin}",
+        sha256=sha256,
+        file_size=None,
+        converter=None,
+        preprocessing=DETR_640,
+        license=license,
+        recipe=_DETR_RECIPE.format(name=name),
+        build_kwargs={"config": f"hf://{repo}/config.json{pin}",
+                      "processor": f"hf://{repo}/preprocessor_config.json{pin}", "categories": categories},
+        metrics=metrics,
+        datasets=datasets,
+        description=description,
+    ))
+
+
+_UNPINNED = ("The Hub's commit hash of this repository and the sha256 of its model.safetensors could not be read from "
+             "the pages available here, so the entry follows the repository's default branch and verifies no digest; "
+             "pin both once read from {url}/commits/main and {url}/blob/main/model.safetensors.")
+_hf_detr(
+    "rtdetr_r18vd_coco_o365", "PekingU/rtdetr_r18vd_coco_o365", "386c43855d01bcd966e548f3296fbd2cd2a2a40b", None,
+    "coco", "apache-2.0",
+    "RT-DETR with a ResNet-18-vd backbone (Zhao et al. 2023, arXiv:2304.08069), pretrained on Objects365 and then "
+    "trained on COCO: it predicts the 80 COCO classes (id2label is COCO-80 in COCO order; checked on load). The "
+    "smallest Objects365-pretrained RT-DETR; PekingU's conversion for transformers. Revision 386c438 is the Hub's "
+    "main after 'Update Model Card (#4)' (huggingface.co/PekingU/rtdetr_r18vd_coco_o365/tree/386c43855d01..., "
+    "apache-2.0); the sha256 of its model.safetensors (80.9 MB) could not be read here, so only the revision is "
+    "pinned. Published AP figures could not be read from the card here and are not recorded.",
+    datasets=("objects365_v2", "coco"))
+_hf_detr(
+    "dfine_s_obj365", "ustc-community/dfine_s_obj365", None, None, "objects365_v2", "apache-2.0",
+    "D-FINE-S (Peng et al. 2024, arXiv:2410.13842; HGNetv2-B0 backbone) trained on Objects365 only: the "
+    "Objects365-only checkpoint to finetune from. Repository listed under huggingface.co/ustc-community (apache-2.0, "
+    "as every D-FINE repository there). The class list is expected to be Objects365 v2 in annotation-file order; "
+    "the builder checks config.json's id2label against it on load and refuses another list (a leading placeholder "
+    "class, as in D-FINE's original 366-way head, would be refused with the closest known list named). "
+    + _UNPINNED.format(url="https://huggingface.co/ustc-community/dfine_s_obj365")
+    + " D-FINE's published Objects365 val AP could not be read from the card here and is not recorded.",
+    datasets=("objects365_v2",))
+_hf_detr(
+    "lwdetr_tiny_30e_objects365", "AnnaZhang/lwdetr_tiny_30e_objects365", None, None, "objects365_v2", "apache-2.0",
+    "LW-DETR-tiny (Chen et al. 2024, arXiv:2406.03459; ViT-tiny encoder, shallow DETR decoder) after its 30-epoch "
+    "Objects365 pretraining, converted for transformers (the card credits stevenbucaille's transformers port; "
+    "apache-2.0 in the card's metadata). The class list is expected to be Objects365 v2 and is checked against "
+    "config.json's id2label on load. "
+    + _UNPINNED.format(url="https://huggingface.co/AnnaZhang/lwdetr_tiny_30e_objects365"),
+    datasets=("objects365_v2",))

@@ -61,7 +61,12 @@ def _find_head(state_dict: Mapping[str, Tensor]) -> _Head | None:
 def class_count(state_dict: Mapping[str, Tensor], arch: str) -> int | None:
     """Classifier width of a state dict in our layout (background included), or None if no known head is found."""
     head = _find_head(state_dict)
-    return None if head is None else head.width
+    if head is None:  # a transformers DETR-family head: no background row, the zoo's count adds one
+        from ..models.hf_detr import detr_class_count
+
+        found = detr_class_count(state_dict)
+        return None if found is None else found + 1
+    return head.width
 
 
 def check_num_classes(
@@ -106,6 +111,10 @@ def transfer_head(
     if mode not in ("transfer", "reinit"):
         raise ValueError(f"mode must be 'transfer' or 'reinit', got {mode!r}")
     head = _find_head(state_dict)
+    if head is None and arch == "hf_detr":
+        from ..models.hf_detr import transfer_detr_head
+
+        return transfer_detr_head(state_dict, mapping if mode == "transfer" else [None] * len(mapping), seed=seed)
     if head is None:
         raise ValueError(f"no class head of a known layout in this {arch} state dict")
     if head.detector and not (src_background and dst_background):

@@ -47,4 +47,4 @@ def build(arch: str, num_classes: int, **kwargs) -> nn.Module:
 
 def _import_builders() -> None:
     # Imported lazily so that `import zoo` stays cheap; each module registers itself on import.
-    from . import faster_rcnn, light, pspnet, retinanet, yolox  # noqa: F401
+    from . import faster_rcnn, hf_detr, light, pspnet, retinanet, yolox  # noqa: F401
