@@ -31,6 +31,7 @@ OPTIONAL_MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "faster_coco_eval": ("faster-coco-eval", ("training",)),
     "pycocotools": ("pycocotools", ("training",)),
     "tensorboard": ("tensorboard", ("training",)),
+    "transformers": ("transformers", ("detr",)),
 }
 _MIRROR_FIX = f"--mirror URL or ${hub.MIRROR_ENV}"
 
