@@ -158,13 +158,15 @@ def compare(pred_boxes: Sequence[Sequence[float]] | np.ndarray, pred_labels: Seq
     pred_match = np.full(len(pb), -1, dtype=np.int64)
     gt_match = np.full(len(gb), -1, dtype=np.int64)
     ignored = np.zeros(len(pb), dtype=bool)
+    free = ~crowd  # ground truth a prediction may still take
+    has_crowd = bool(crowd.any())
     order = np.argsort(-ps, kind="stable")
     for i in order[(iou[order] >= 0).any(axis=1)].tolist():  # only predictions with a candidate
-        row = np.where((gt_match < 0) & ~crowd, iou[i], -1.0)
+        row = np.where(free, iou[i], -1.0)
         j = int(row.argmax())
         if row[j] >= 0:
-            pred_match[i], gt_match[j] = j, i
-        else:
+            pred_match[i], gt_match[j], free[j] = j, i, False
+        elif has_crowd:
             ignored[i] = bool((iou[i][crowd] >= 0).any())
     return Comparison(pb, pl, ps, gb, gl, pred_match, gt_match, float(iou_threshold), crowd, ignored)
 
