@@ -207,10 +207,10 @@ def test_zoo_predict_compare_json_and_errors(photos):
     assert done.returncode == 0, done.stderr
     line = json.loads(done.stdout)  # stdout stays JSON lines: the summary goes to stderr
     assert (line["tp"], line["fp"], line["fn"]) == (1, 0, 1)
-    for args, message in [((), "--compare needs --out DIR"),
-                          (("--out", "o"), "no image given (1) is listed in ann.json"),
-                          (("--out", "o", "--iou", "0"), "no image given")]:
-        done = _run("zoo", "predict", "unlisted.png", "--compare", "ann.json", *args, cwd=photos)
+    for args, message in [(("unlisted.png",), "--compare needs --out DIR"),
+                          (("unlisted.png", "--out", "o"), "no image given (1) is listed in ann.json"),
+                          (("astronaut.png", "--out", "o", "--iou", "0"), "--iou must be in (0, 1], got 0.0")]:
+        done = _run("zoo", "predict", "--compare", "ann.json", *args, cwd=photos)
         assert done.returncode == 2 and message in done.stderr and len(done.stderr.splitlines()) == 1, done.stderr
     (photos / "bad.json").write_text(json.dumps({"images": [{"id": 1}], "annotations": [], "categories": []}))
     done = _run("zoo", "predict", "astronaut.png", "--compare", "bad.json", "--out", "o", cwd=photos)

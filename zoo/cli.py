@@ -232,6 +232,8 @@ def _annotated_images(args: argparse.Namespace, paths: list[Path]) -> tuple[list
 
     if not args.out:
         raise ValueError("--compare needs --out DIR for the comparison pictures")
+    if not 0.0 < args.iou <= 1.0:
+        raise ValueError(f"--iou must be in (0, 1], got {args.iou}")
     truth = load_coco_truth(args.compare)
     truth_of = {path: truth.find(path) for path in paths}
     missing = [path for path, found in truth_of.items() if found is None]
