@@ -151,10 +151,10 @@ def compare(pred_boxes: Sequence[Sequence[float]] | np.ndarray, pred_labels: Seq
     if not 0.0 < iou_threshold <= 1.0:
         raise ValueError(f"compare: iou_threshold must be in (0, 1], got {iou_threshold}")
     iou = np.full((len(pb), len(gb)), -1.0)  # other classes and overlaps below the threshold never match
-    i, j = np.nonzero(pl[:, None] == gl[None, :])
-    same = _pair_iou(pb[i], gb[j], crowd[j])
+    rows, cols = np.nonzero(pl[:, None] == gl[None, :])
+    same = _pair_iou(pb[rows], gb[cols], crowd[cols])
     ok = same >= iou_threshold
-    iou[i[ok], j[ok]] = same[ok]
+    iou[rows[ok], cols[ok]] = same[ok]
     pred_match = np.full(len(pb), -1, dtype=np.int64)
     gt_match = np.full(len(gb), -1, dtype=np.int64)
     ignored = np.zeros(len(pb), dtype=bool)
