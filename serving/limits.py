@@ -159,11 +159,19 @@ def _orientation(image: Image.Image) -> Image.Transpose | None:
     return _TRANSPOSE.get(image.getexif().get(ExifTags.Base.Orientation))
 
 
+PROTOCOL_HOOKS = ("connection_made", "connection_lost", "on_message_begin", "on_headers_complete",
+                  "on_message_complete", "shutdown")  # uvicorn's HttpToolsProtocol members deadline_protocol uses
+
+
 def deadline_protocol(header_timeout_s: float, body_timeout_s: float) -> type[asyncio.Protocol]:
     """uvicorn's HTTP protocol (httptools) with the read deadlines uvicorn lacks: a request's headers must arrive
     within ``header_timeout_s`` of its first byte (or of the connection opening), else the connection is closed
     (slow-loris); its body within ``body_timeout_s`` of the headers, else the connection closes once the request is
-    answered (the endpoints reading an upload answer 408 at that deadline)."""
+    answered (the endpoints reading an upload answer 408 at that deadline).
+
+    uvicorn has no public hook for this: the subclass relies on its protocol's parser callbacks and its ``loop``,
+    ``transport`` and ``shutdown`` members (PROTOCOL_HOOKS); tests/serving/test_serving_connections.py fails if
+    they change."""
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     class DeadlineProtocol(HttpToolsProtocol):

@@ -80,15 +80,16 @@ def test_invalid_settings_are_one_line_naming_flag_and_variable(monkeypatch, cap
     assert "invalid setting: precision bf16 needs the openvino backend" in capsys.readouterr().err
 
 
-def test_python_m_serving_without_the_extra_names_it_in_one_line():
-    code = ("import runpy, sys; sys.modules['fastapi'] = None; sys.argv = ['serving', '--random-weights']; "
+@pytest.mark.parametrize(("module", "package"), [("fastapi", "fastapi"), ("pydantic_settings", "pydantic-settings")])
+def test_python_m_serving_without_the_extra_names_it_in_one_line(module, package):
+    code = (f"import runpy, sys; sys.modules[{module!r}] = None; sys.argv = ['serving', '--random-weights']; "
             "runpy.run_module('serving', run_name='__main__')")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, cwd=REPO,
                           timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     (line,) = proc.stderr.strip().splitlines()
-    assert line == ('python -m serving: fastapi is not installed (module fastapi): pip install -e ".[serving]" '
-                    "(or pip install fastapi)")
+    assert line == (f'python -m serving: {package} is not installed (module {module}): pip install -e ".[serving]" '
+                    f"(or pip install {package})")
 
 
 def test_unknown_model_fails_before_binding():

@@ -22,6 +22,20 @@ LIMITS = ServingConfig(max_connections=16, header_timeout_s=1.0, body_timeout_s=
                        max_upload_bytes=200_000)
 
 
+def test_uvicorn_protocol_still_has_the_members_the_deadlines_hook():
+    """serving.limits.deadline_protocol subclasses uvicorn's internal httptools protocol (no public hook exists)."""
+    import inspect
+
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    from serving.limits import PROTOCOL_HOOKS
+
+    for name in PROTOCOL_HOOKS:
+        assert callable(getattr(HttpToolsProtocol, name, None)), f"uvicorn's HttpToolsProtocol lost {name}"
+    source = inspect.getsource(HttpToolsProtocol.__init__)
+    assert "self.loop" in source and "self.transport" in source  # the members the timers use
+
+
 @pytest.fixture(scope="module")
 def server() -> Iterator[tuple[str, int]]:
     """The service on a backend that answers at once, served as the CLI serves it (serving_helpers.uvicorn_server
