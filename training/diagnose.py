@@ -85,7 +85,7 @@ class Diagnosis:
         head = f"{'category':<32} " + " ".join(f"{c:>6}" for c in CURVES)
         row = lambda name, ap: f"{name[:32]:<32} " + " ".join(f"{100 * ap[c]:6.1f}" for c in CURVES)  # noqa: E731
         lines = [head, row("overall", self.ap())]
-        rows = [(self.category_names[k], self.ap(k)) for k in np.flatnonzero(self.recall50 > -1)]
+        rows = [(self.category_names[k], self.ap(k)) for k in np.flatnonzero(self.recall50 > -1).tolist()]
         rows.sort(key=lambda r: r[1]["Oth"] - r[1]["Loc"], reverse=True)
         if rows:
             lines += ["", f"largest class-confusion gaps (Oth - Loc), top {min(top, len(rows))}:", head]
@@ -149,11 +149,14 @@ def _with_ignored_copies(gt: GroundTruth, dt: Detections, chunk: np.ndarray, gro
 def diagnose(gt: str | Path | Mapping[str, Any], detections: Any) -> Diagnosis:
     """The seven curves of the module docstring for ``detections`` (see :func:`load_detections`) against ``gt`` (a
     COCO JSON path or dict; its categories' ``supercategory`` fields define Sim)."""
-    if not isinstance(gt, Mapping):
+    data: Mapping[str, Any]
+    if isinstance(gt, Mapping):
+        data = gt
+    else:
         with open(gt) as f:
-            gt = json.load(f)
-    supers = {c["id"]: c.get("supercategory") for c in gt["categories"]}
-    truth = load_ground_truth(gt)
+            data = json.load(f)
+    supers = {c["id"]: c.get("supercategory") for c in data["categories"]}
+    truth = load_ground_truth(data)
     dt = detections if isinstance(detections, Detections) else load_detections(detections, truth)
     cat_ids = truth.category_ids
     sup_names = tuple(str(supers[c]) if supers[c] is not None else "" for c in cat_ids.tolist())
