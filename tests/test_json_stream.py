@@ -23,7 +23,8 @@ def test_lists_equal_json_load_for_any_chunk_size(tmp_path, seed):
     rng = random.Random(seed)
     doc = {}
     for k in range(rng.randint(1, 4)):
-        records = [{"id": i, "v": _value(rng)} if rng.random() < 0.8 else _value(rng) for i in range(rng.randint(0, 40))]
+        records = [{"id": i, "v": _value(rng)} if rng.random() < 0.8 else _value(rng)
+                   for i in range(rng.randint(0, 40))]
         doc[f"key{k}"] = records if rng.random() < 0.8 else _value(rng)
     path = tmp_path / "doc.json"
     path.write_text(json.dumps(doc, indent=rng.choice([None, 1]), ensure_ascii=False), encoding="utf-8")
@@ -56,3 +57,17 @@ def test_bad_json_is_refused(tmp_path, text, message):
     for chunk in (2, 1 << 20):
         with pytest.raises(JsonStreamError, match=message):
             list(iter_lists(path, chunk_chars=chunk))
+
+
+def test_garbage_collector_is_restored_however_the_iteration_ends(tmp_path):
+    import gc
+
+    path = tmp_path / "doc.json"
+    path.write_text(json.dumps({"a": [{"i": 1}], "b": [{"i": 2}]}))
+    assert gc.isenabled()
+    batches = iter_lists(path)
+    next(batches)
+    assert not gc.isenabled()  # off while reading
+    batches.close()  # abandoned half way
+    assert gc.isenabled()
+    assert [k for k, _ in iter_lists(path)] == ["a", "b"] and gc.isenabled()
