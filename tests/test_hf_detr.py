@@ -36,11 +36,11 @@ if CATEGORY_KEY not in __import__("zoo.categories", fromlist=["category_keys"]).
     register_categories(CATEGORY_KEY, ("person", "bicycle", "car", "monitor/tv", "dog"))
 
 
-def tiny_model(family: str):
-    """A random ``transformers`` model of ``family`` small enough for a 64 px test, with HUB_NAMES as id2label."""
+def tiny_model(family: str, names: tuple[str, ...] = HUB_NAMES):
+    """A random ``transformers`` model of ``family`` small enough for a 64 px test, with ``names`` as id2label."""
     import transformers as tf
 
-    labels = {"id2label": dict(enumerate(HUB_NAMES)), "label2id": {n: i for i, n in enumerate(HUB_NAMES)}}
+    labels = {"id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)}}
     torch.manual_seed(0)
     if family == "d_fine":
         backbone = tf.HGNetV2Config(
@@ -75,9 +75,9 @@ def tiny_model(family: str):
 FAMILIES = ("d_fine", "rt_detr", "lw_detr")
 
 
-def hub_files(family: str) -> dict[str, bytes]:
+def hub_files(family: str, names: tuple[str, ...] = HUB_NAMES) -> dict[str, bytes]:
     """config.json, preprocessor_config.json and model.safetensors as ``save_pretrained`` writes them."""
-    model, processor_cls = tiny_model(family)
+    model, processor_cls = tiny_model(family, names)
     with torch.no_grad():  # weights as training leaves them: no zero-initialised scorer, distinct class rows
         for key, param in model.named_parameters():
             param.add_(torch.randn_like(param) * (1.0 if is_class_row_key(key) else 0.05))
@@ -90,9 +90,15 @@ def hub_files(family: str) -> dict[str, bytes]:
                 for name in ("config.json", "preprocessor_config.json", "model.safetensors")}
 
 
+# A head indexed by category id, class 0 unused (the D-FINE and LW-DETR Objects365 checkpoints are 366-way).
+UNUSED_FIRST = "rt_detr_unused_first"
+
+
 @pytest.fixture(scope="module")
 def repos():
-    return {family: hub_files(family) for family in FAMILIES}
+    files = {family: hub_files(family) for family in FAMILIES}
+    files[UNUSED_FIRST] = hub_files("rt_detr", ("N/A", *HUB_NAMES))
+    return files
 
 
 @pytest.fixture
@@ -115,7 +121,8 @@ def hf_hub(repos, tmp_path, monkeypatch):
     server.stop()
 
 
-def spec_name(family: str, repos, *, sha256: str | None = "real", revision: str = COMMIT) -> str:
+def spec_name(family: str, repos, *, sha256: str | None = "real", revision: str = COMMIT,
+              unused_first_class: bool = False) -> str:
     """Register (once) a test entry like the built-in ones, for ``family`` on the emulated Hub."""
     digest = hub.hashlib.sha256(repos[family]["model.safetensors"]).hexdigest() if sha256 == "real" else sha256
     name = f"_test_{family}_{revision[:6]}_{(digest or 'none')[:6]}"
@@ -130,7 +137,7 @@ def spec_name(family: str, repos, *, sha256: str | None = "real", revision: str 
             preprocessing=dataclasses.replace(base.preprocessing, min_size=SIDE, max_size=SIDE),
             build_kwargs={"config": f"hf://org/{family}/config.json{pin}",
                           "processor": f"hf://org/{family}/preprocessor_config.json{pin}",
-                          "categories": CATEGORY_KEY}))
+                          "categories": CATEGORY_KEY, "unused_first_class": unused_first_class}))
     return name
 
 
@@ -285,3 +292,24 @@ def test_without_transformers_one_line_names_the_extra(repos, hf_hub, monkeypatc
     core = project["dependencies"] + project["optional-dependencies"]["torch"]
     assert not [d for d in core if d.startswith("transformers")]
     assert any(d.startswith("transformers") for d in project["optional-dependencies"]["detr"])
+
+
+def test_unused_first_class_is_dropped(repos, hf_hub):
+    """A 6-way checkpoint whose class 0 is unused loads as the registry's 5 classes, its rows 1..5 kept."""
+    from zoo.models.hf_detr import build_hf_detr
+
+    config = json.loads(repos[UNUSED_FIRST]["config.json"])
+    with pytest.raises(ValueError, match="unused_first_class=True"):
+        build_hf_detr(len(HUB_NAMES) + 1, config=config, categories=CATEGORY_KEY)
+    model = zoo.load(spec_name(UNUSED_FIRST, repos, unused_first_class=True), progress=False)
+    assert model.config.num_labels == len(HUB_NAMES) and model.categories == get_categories(CATEGORY_KEY)
+    reference, _ = tiny_model("rt_detr", ("N/A", *HUB_NAMES))
+    with tempfile.TemporaryDirectory() as folder:
+        for name, data in repos[UNUSED_FIRST].items():
+            (Path(folder) / name).write_bytes(data)
+        reference = type(reference).from_pretrained(folder).eval()
+    x = torch.rand(1, 3, SIDE, SIDE)
+    with torch.inference_mode():
+        expected = reference(pixel_values=model.pixel_values(x)).logits[..., 1:]
+        logits, _ = model.raw_outputs(x)
+    torch.testing.assert_close(logits, expected)

@@ -236,7 +236,8 @@ _DETR_RECIPE = ("Finetune with `python -m training train detr_finetune --init {n
 
 
 def _hf_detr(name: str, repo: str, revision: str | None, sha256: str | None, categories: str, license: str,
-             description: str, *, datasets: tuple[str, ...], metrics: tuple[Metric, ...] = ()) -> ModelSpec:
+             description: str, *, datasets: tuple[str, ...], metrics: tuple[Metric, ...] = (),
+             unused_first_class: bool = False) -> ModelSpec:
     pin = f"@{revision}" if revision else ""
     return register(ModelSpec(
         name=name,
@@ -251,7 +252,8 @@ def _hf_detr(name: str, repo: str, revision: str | None, sha256: str | None, cat
         license=license,
         recipe=_DETR_RECIPE.format(name=name),
         build_kwargs={"config": f"hf://{repo}/config.json{pin}",
-                      "processor": f"hf://{repo}/preprocessor_config.json{pin}", "categories": categories},
+                      "processor": f"hf://{repo}/preprocessor_config.json{pin}", "categories": categories,
+                      **({"unused_first_class": True} if unused_first_class else {})},
         metrics=metrics,
         datasets=datasets,
         description=description,
@@ -275,17 +277,21 @@ _hf_detr(
     "dfine_s_obj365", "ustc-community/dfine_s_obj365", None, None, "objects365_v2", "apache-2.0",
     "D-FINE-S (Peng et al. 2024, arXiv:2410.13842; HGNetv2-B0 backbone) trained on Objects365 only: the "
     "Objects365-only checkpoint to finetune from. Repository listed under huggingface.co/ustc-community (apache-2.0, "
-    "as every D-FINE repository there). The class list is expected to be Objects365 v2 in annotation-file order; "
-    "the builder checks config.json's id2label against it on load and refuses another list (a leading placeholder "
-    "class, as in D-FINE's original 366-way head, would be refused with the closest known list named). "
+    "as every D-FINE repository there). transformers' conversion script "
+    "(src/transformers/models/d_fine/convert_d_fine_original_pytorch_checkpoint_to_hf.py, get_d_fine_config) gives "
+    "the dfine_*_obj365 checkpoints 366 classes: D-FINE's Objects365 head is indexed by category id 1..365 and "
+    "class 0 is unused, so its rows are dropped on load. The other 365 are expected to be Objects365 v2 in "
+    "annotation-file order, checked against config.json's id2label on load. "
     + _UNPINNED.format(url="https://huggingface.co/ustc-community/dfine_s_obj365")
     + " D-FINE's published Objects365 val AP could not be read from the card here and is not recorded.",
-    datasets=("objects365_v2",))
+    datasets=("objects365_v2",), unused_first_class=True)
 _hf_detr(
     "lwdetr_tiny_30e_objects365", "AnnaZhang/lwdetr_tiny_30e_objects365", None, None, "objects365_v2", "apache-2.0",
     "LW-DETR-tiny (Chen et al. 2024, arXiv:2406.03459; ViT-tiny encoder, shallow DETR decoder) after its 30-epoch "
     "Objects365 pretraining, converted for transformers (the card credits stevenbucaille's transformers port; "
-    "apache-2.0 in the card's metadata). The class list is expected to be Objects365 v2 and is checked against "
+    "apache-2.0 in the card's metadata). transformers' conversion script "
+    "(src/transformers/models/lw_detr/convert_lw_detr_to_hf.py) gives the *_objects365 checkpoints 366 classes, "
+    "class 0 unused (dropped on load); the other 365 are expected to be Objects365 v2, checked against "
     "config.json's id2label on load. "
     + _UNPINNED.format(url="https://huggingface.co/AnnaZhang/lwdetr_tiny_30e_objects365"),
-    datasets=("objects365_v2",))
+    datasets=("objects365_v2",), unused_first_class=True)

@@ -61,12 +61,7 @@ def _find_head(state_dict: Mapping[str, Tensor]) -> _Head | None:
 def class_count(state_dict: Mapping[str, Tensor], arch: str) -> int | None:
     """Classifier width of a state dict in our layout (background included), or None if no known head is found."""
     head = _find_head(state_dict)
-    if head is None:  # a transformers DETR-family head: no background row, the zoo's count adds one
-        from ..models.hf_detr import detr_class_count
-
-        found = detr_class_count(state_dict)
-        return None if found is None else found + 1
-    return head.width
+    return None if head is None else head.width
 
 
 def check_num_classes(

@@ -54,6 +54,7 @@ class HfDetector:
 
     score_thresh: float
     detections_per_img: int
+    drop_first_class: bool = False
     resize_to: tuple[int, int] | None
     pixel_mean: tuple[float, float, float] | None
     pixel_std: tuple[float, float, float] | None
@@ -68,7 +69,10 @@ class HfDetector:
 
     def load_state_dict(self, state_dict: Mapping[str, Tensor], strict: bool = True, assign: bool = False) -> Any:
         """As ``nn.Module.load_state_dict``; a state dict in the Hub's file layout (``save_pretrained`` names, tied
-        copies left out) is first renamed by ``transformers``' own loader (:func:`hub_layout_to_model`)."""
+        copies left out) is first renamed by ``transformers``' own loader (:func:`hub_layout_to_model`). With
+        ``drop_first_class``, a checkpoint with one more class row than the model loses its first (unused) row."""
+        if self.drop_first_class and detr_class_count(state_dict) == self.config.num_labels + 1:  # type: ignore[attr-defined]
+            state_dict = {k: v[1:] if is_class_row_key(k) else v for k, v in state_dict.items()}
         if set(state_dict) - set(self.state_dict()):  # type: ignore[misc]
             state_dict = hub_layout_to_model(type(self), self.config, state_dict)  # type: ignore[attr-defined]
         return super().load_state_dict(state_dict, strict=strict, assign=assign)  # type: ignore[misc]
@@ -239,29 +243,49 @@ def hf_config(config: Mapping, num_labels: int) -> Any:
 @register_builder("hf_detr")
 def build_hf_detr(num_classes: int, preprocessing: Any = None, *, config: str | Path | Mapping,
                   processor: str | Path | Mapping | None = None, categories: str | None = None,
-                  **_: Any) -> nn.Module:
+                  unused_first_class: bool = False, **_: Any) -> nn.Module:
     """Build a ``transformers`` DETR-family detector from its ``config.json`` (a dict, path or hub source) with
     ``num_classes - 1`` classes, weights as the architecture initialises them. ``processor``: its
     ``preprocessor_config.json`` (resize and normalisation; default: no resize, no normalisation). ``categories``:
-    a ``zoo.categories`` key the checkpoint's ``id2label`` must equal when the class count is the checkpoint's."""
+    a ``zoo.categories`` key the checkpoint's ``id2label`` must equal (whatever head this build gets).
+    ``unused_first_class``: the checkpoint's class 0 is unused (heads indexed by Objects365 category id 1..365, as
+    the D-FINE and LW-DETR Objects365 checkpoints are): its rows are dropped on load."""
     cfg_dict = read_json_source(config)
-    num_labels = num_classes - 1
     names = id2label_names(cfg_dict) if cfg_dict.get("id2label") else ()
-    if categories is not None and len(names) == num_labels:
-        from ..categories import check_categories
-
-        try:
-            check_categories(names, categories)
-        except ValueError as exc:
-            raise ValueError(f"{config}: id2label is not the registry's {categories!r} list: {exc}") from None
+    if unused_first_class:
+        names = names[1:]
+    if categories is not None and names:  # the checkpoint's own classes, whatever head this build gets
+        _check_id2label(names, categories, str(config), unused_first_class)
     settings = processor_settings(read_json_source(processor)) if processor is not None else {
         "resize_to": None, "mean": None, "std": None}
     cls = zoo_detector(cfg_dict.get("model_type", ""))
-    model = cls(hf_config(cfg_dict, num_labels))
+    model = cls(hf_config(cfg_dict, num_classes - 1))
     score, detections = (0.05, 300) if preprocessing is None else (preprocessing.score_threshold,
                                                                     preprocessing.max_detections)
     model.configure(score_thresh=score, detections=detections, **settings)
+    model.drop_first_class = unused_first_class
     return model
+
+
+def _check_id2label(names: tuple[str, ...], key: str, where: str, unused_first_class: bool) -> None:
+    """Raise ValueError unless ``names`` (a config's id2label) is the registry list ``key``, saying so when the
+    config has one extra, unused class 0 that the entry does not declare."""
+    from ..categories import check_categories, get_categories
+
+    try:
+        check_categories(names, key)
+    except ValueError as exc:
+        expected = get_categories(key)
+        if not unused_first_class and len(names) == len(expected) + 1:
+            try:
+                check_categories(names[1:], key)
+            except ValueError:
+                pass
+            else:
+                raise ValueError(f"{where}: config.json has {len(names)} classes, {key!r} after an unused class 0 (a "
+                                 "head indexed by category id); the registry entry needs build_kwargs "
+                                 "unused_first_class=True") from None
+        raise ValueError(f"{where}: id2label is not the registry's {key!r} list: {exc}") from None
 
 
 def is_class_row_key(key: str) -> bool:
