@@ -141,6 +141,21 @@ def spec_name(family: str, repos, *, sha256: str | None = "real", revision: str 
     return name
 
 
+def assert_same_logits_as_transformers(model, files: dict[str, bytes], family: str, first: int = 0) -> None:
+    """The zoo model computes what transformers' own ``from_pretrained`` of the same files computes (class
+    ``first`` onwards: the zoo drops an unused class 0)."""
+    reference, _ = tiny_model(family)
+    with tempfile.TemporaryDirectory() as folder:
+        for name, data in files.items():
+            (Path(folder) / name).write_bytes(data)
+        reference = type(reference).from_pretrained(folder).eval()
+    x = torch.rand(1, 3, SIDE, SIDE)
+    with torch.inference_mode():
+        expected = reference(pixel_values=model.pixel_values(x)).logits[..., first:]
+        logits, _ = model.raw_outputs(x)
+    torch.testing.assert_close(logits, expected)
+
+
 def photo(seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return rng.integers(0, 256, size=(48, 80, 3), dtype=np.uint8)
@@ -151,17 +166,7 @@ def test_load_through_the_hub_matches_transformers(family, repos, hf_hub):
     model = zoo.load(spec_name(family, repos), progress=False)
     assert model.categories == get_categories(CATEGORY_KEY)
     assert type(model).__name__.startswith("Zoo")
-    # the zoo model and transformers' own from_pretrained compute the same network
-    reference, _ = tiny_model(family)
-    with tempfile.TemporaryDirectory() as folder:
-        for name, data in repos[family].items():
-            (Path(folder) / name).write_bytes(data)
-        reference = type(reference).from_pretrained(folder).eval()
-    x = torch.rand(1, 3, SIDE, SIDE)
-    with torch.inference_mode():
-        expected = reference(pixel_values=model.pixel_values(x)).logits
-        logits, boxes = model.raw_outputs(x)
-    torch.testing.assert_close(logits, expected)
+    assert_same_logits_as_transformers(model, repos[family], family)
     model.score_thresh = 0.0  # random heads score about sigmoid(prior bias) = 0.01
     result = zoo.detect(model, [photo()])[0]
     assert result["boxes"].shape[1] == 4 and len(result["boxes"]) == len(result["scores"]) > 0
@@ -303,13 +308,4 @@ def test_unused_first_class_is_dropped(repos, hf_hub):
         build_hf_detr(len(HUB_NAMES) + 1, config=config, categories=CATEGORY_KEY)
     model = zoo.load(spec_name(UNUSED_FIRST, repos, unused_first_class=True), progress=False)
     assert model.config.num_labels == len(HUB_NAMES) and model.categories == get_categories(CATEGORY_KEY)
-    reference, _ = tiny_model("rt_detr", ("N/A", *HUB_NAMES))
-    with tempfile.TemporaryDirectory() as folder:
-        for name, data in repos[UNUSED_FIRST].items():
-            (Path(folder) / name).write_bytes(data)
-        reference = type(reference).from_pretrained(folder).eval()
-    x = torch.rand(1, 3, SIDE, SIDE)
-    with torch.inference_mode():
-        expected = reference(pixel_values=model.pixel_values(x)).logits[..., 1:]
-        logits, _ = model.raw_outputs(x)
-    torch.testing.assert_close(logits, expected)
+    assert_same_logits_as_transformers(model, repos[UNUSED_FIRST], "rt_detr", first=1)
