@@ -1,13 +1,16 @@
-"""YOLOX-Nano at 416 px: fp32 vs int8 (export.quantize) on ONNX Runtime, and f32 / bf16 / int8 on OpenVINO, batch 1
-and 8, images per second (median over repeats after a warm-up), measured side by side in one run, with the int8
-export's accuracy report (agreement with fp32 on the calibration photos). OpenVINO runs the same QDQ ``model.onnx``
-(its int8 kernels), bf16 only where the CPU has native bfloat16.
+"""int8 against fp32 and bf16, side by side in one run, for YOLOX-Nano at 416 px (packaged fp32 export) and R50-FPN
+(``fpn_r50_obj365``'s Faster R-CNN architecture, random weights: the checkpoint cannot be downloaded here, and
+weights do not change the work) at 800 px: images per second of fp32 on ONNX Runtime and OpenVINO, bf16 on OpenVINO
+(native bfloat16 CPUs), and the two int8 exports of :mod:`export.quantize` (NNCF, ONNX Runtime QDQ) on both runtimes,
+timed round-robin by :func:`export.fastest.time_runners`; with each int8 export's accuracy report (agreement with
+fp32 on the calibration photos) and the machine's load average.
 
-    nice python benchmarks/bench_int8.py [--repeats 10] [--threads 2]
+    nice python benchmarks/bench_int8.py [--rounds 3] [--repeats 5] [--threads 2] [--models NAME ...]
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -17,13 +20,17 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import median_time, report  # noqa: E402
-from export.quantize import calibration_photos, quantize_export, summary  # noqa: E402
-from export.runtime import OnnxRunner, OpenVinoRunner, bf16_supported  # noqa: E402
+from _common import report  # noqa: E402
+
+from export.api import export_model  # noqa: E402
+from export.fastest import time_runners  # noqa: E402
+from export.quantize import METHODS, calibration_photos, quantize_export, summary  # noqa: E402
+from export.runtime import OnnxRunner, OpenVinoRunner, Runner, bf16_supported  # noqa: E402
 from zoo.letterbox import letterbox  # noqa: E402
 from zoo.specs import packaged_export  # noqa: E402
 
-SIZE = (416, 416)
+MODELS = {"yolox_nano_coco": {"size": 416, "batches": (1, 8)}, "fpn_r50_obj365": {"size": 800, "batches": (1,)}}
+TARGETS = {"over_fp32": 2.5, "over_bf16": 1.6}
 
 
 def cpu_flags() -> list[str]:
@@ -36,42 +43,76 @@ def cpu_flags() -> list[str]:
     return [f for f in wanted if f in flags.split()]
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    fp32_dir = packaged_export("yolox_nano_coco", SIZE[0])
-    photos = list(calibration_photos(None, "yolox_nano_coco", SIZE).values())
-    batches = {n: np.stack([letterbox(photos[i % len(photos)], SIZE, 114 / 255)[0] for i in range(n)])
-               for n in (1, 8)}
-    with tempfile.TemporaryDirectory() as tmp:
-        int8_path, accuracy = quantize_export(fp32_dir, Path(tmp) / "int8")
-        runners = {("onnxruntime", "fp32"): OnnxRunner(fp32_dir / "model.onnx", args.threads),
-                   ("onnxruntime", "int8"): OnnxRunner(int8_path, args.threads)}
-        try:
-            runners["openvino", "f32"] = OpenVinoRunner(fp32_dir / "model.onnx", "f32", args.threads)
-            if bf16_supported():
-                runners["openvino", "bf16"] = OpenVinoRunner(fp32_dir / "model.onnx", "bf16", args.threads)
-            runners["openvino", "int8"] = OpenVinoRunner(int8_path, "f32", args.threads)
-        except ImportError:
-            pass
-        rate = {(key, n): n / median_time(lambda: run(batch), args.repeats)[0]
-                for n, batch in batches.items() for key, run in runners.items()}
-    rows = [[runtime, precision, n, rate[(runtime, precision), n]] for (runtime, precision), n in rate]
+def fp32_export(model: str, size: int, tmp: Path) -> tuple[Path, str]:
+    """The packaged fp32 export folder, else a random-weights export at ``size``; and which weights it has."""
+    folder = packaged_export(model, size)
+    if folder is not None:
+        return folder, "pretrained (packaged export)"
+    path, _ = export_model(model, tmp / f"{model}_fp32", image_size=(size, size), pretrained=False, parity=False)
+    return path.parent, "random"
+
+
+def measure(model: str, size: int, batches: tuple[int, ...], args: argparse.Namespace, tmp: Path) -> dict:
+    """Rates by (runtime, precision, tool, batch), the int8 accuracy reports and speedups of one model."""
+    fp32_dir, weights = fp32_export(model, size, tmp)
+    fp32 = fp32_dir / "model.onnx"
+    int8, accuracy = {}, {}
+    for method in METHODS:
+        print(f"{model}: int8 by {method}", flush=True)
+        int8[method], accuracy[method] = quantize_export(fp32_dir, tmp / f"{model}_{method}", method=method)
+    runners: dict[tuple[str, str, str], Runner] = {
+        ("onnxruntime", "fp32", "-"): OnnxRunner(fp32, args.threads),
+        ("openvino", "fp32", "-"): OpenVinoRunner(fp32, "f32", args.threads)}
+    if bf16_supported():
+        runners["openvino", "bf16", "-"] = OpenVinoRunner(fp32, "bf16", args.threads)
+    for method, path in int8.items():
+        runners["onnxruntime", "int8", method] = OnnxRunner(path, args.threads)
+        runners["openvino", "int8", method] = OpenVinoRunner(path, "f32", args.threads)
+    photos = list(calibration_photos(None, model, (size, size)).values())
+    rates = {}
+    for n in batches:
+        images = np.stack([letterbox(photos[i % len(photos)], (size, size), 114 / 255)[0] for i in range(n)])
+        print(f"{model}: timing batch {n}", flush=True)
+        rates |= {(*key, n): rate for key, rate in time_runners(runners, images, args.rounds, args.repeats).items()}
     speedups = {}
     for n in batches:
-        int8 = max(r for ((_, p), b), r in rate.items() if p == "int8" and b == n)
-        speedups[f"batch{n}"] = {"int8_over_onnxruntime_fp32": int8 / rate[("onnxruntime", "fp32"), n]}
-        if (("openvino", "bf16"), n) in rate:
-            speedups[f"batch{n}"]["int8_over_openvino_bf16"] = int8 / rate[("openvino", "bf16"), n]
-    report("bench_int8", ["runtime", "precision", "batch", "images_per_s"], rows, extra={
-        "model": "yolox_nano_coco", "size": SIZE, "threads": args.threads, "repeats": args.repeats,
-        "cpu_flags": cpu_flags(), "speedups_best_int8": speedups, "targets": {"over_fp32": 2.5, "over_bf16": 1.6},
-        "accuracy": accuracy,
-        "note": "one run on a shared, noisy 2-core machine"})
-    print(summary(accuracy))
-    print(f"best int8 speedups: {speedups}")
+        best_int8 = max(r for (_, p, _, b), r in rates.items() if p == "int8" and b == n)
+        best_fp32 = max(r for (_, p, _, b), r in rates.items() if p == "fp32" and b == n)
+        speedups[f"batch{n}"] = {"best_int8_over_best_fp32": best_int8 / best_fp32,
+                                 "best_int8_over_onnxruntime_fp32": best_int8 / rates["onnxruntime", "fp32", "-", n]}
+        if ("openvino", "bf16", "-", n) in rates:
+            speedups[f"batch{n}"]["best_int8_over_openvino_bf16"] = best_int8 / rates["openvino", "bf16", "-", n]
+    return {"weights": weights, "rates": rates, "accuracy": accuracy, "speedups": speedups}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--models", nargs="+", choices=tuple(MODELS), default=list(MODELS))
+    args = parser.parse_args()
+    load_before = os.getloadavg()
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for model in args.models:
+            results[model] = measure(model, MODELS[model]["size"], MODELS[model]["batches"], args, Path(tmp))
+    rows = [[model, MODELS[model]["size"], runtime, precision, tool, n, rate]
+            for model, result in results.items() for (runtime, precision, tool, n), rate in result["rates"].items()]
+    met = {model: {batch: {"over_fp32": s["best_int8_over_best_fp32"] >= TARGETS["over_fp32"],
+                           "over_bf16": s.get("best_int8_over_openvino_bf16", 0.0) >= TARGETS["over_bf16"]}
+                   for batch, s in result["speedups"].items()} for model, result in results.items()}
+    report("bench_int8", ["model", "size", "runtime", "precision", "int8_tool", "batch", "images_per_s"], rows, extra={
+        "threads": args.threads, "rounds": args.rounds, "repeats": args.repeats, "cpu_flags": cpu_flags(),
+        "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
+        "weights": {model: r["weights"] for model, r in results.items()},
+        "speedups": {model: r["speedups"] for model, r in results.items()}, "targets": TARGETS, "targets_met": met,
+        "accuracy": {model: r["accuracy"] for model, r in results.items()},
+        "note": "one run on a shared 2-core machine, other jobs running (load_average); ratios are side by side"})
+    for model, result in results.items():
+        for method, accuracy in result["accuracy"].items():
+            print(f"{model} int8 by {method}: {summary(accuracy)}")
+        print(f"{model} speedups: {result['speedups']}; targets met: {met[model]}")
     return 0
 
 

@@ -18,6 +18,7 @@ from .api import ParityError, default_image_size, export_model, parity_of_export
 from .artifact import ExportError
 from .contract import output_names
 from .parity import check_parity, load_photos
+from .quantize import METHODS
 from .runtime import OPENVINO_PRECISIONS, runner_for
 from .source import load_source
 
@@ -67,31 +68,50 @@ def export_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-parity", action="store_true", help="skip the parity check")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    parser.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
-                        help="int8: ONNX Runtime static quantization of the ONNX export, with an accuracy report")
+    parser.add_argument("--precision", choices=("fp32", "int8", "auto"), default="fp32",
+                        help="int8: post-training int8 of the ONNX export with an accuracy report; auto: fp32 and "
+                        "int8 exports in OUT/fp32 and OUT/int8, every runtime and precision timed here, the fastest "
+                        "that passes written to OUT/choice.json")
+    parser.add_argument("--int8-method", choices=METHODS, default="nncf",
+                        help="int8: NNCF (default; fastest on OpenVINO) or ONNX Runtime's quantize_static")
     parser.add_argument("--calibration", help="int8: folder of photos or COCO JSON (default: packaged photos)")
     parser.add_argument("--eval-ann", help="int8: COCO JSON of a labelled set for AP (with --eval-images)")
     parser.add_argument("--eval-images", help="int8: the labelled set's image folder")
     parser.add_argument("--max-ap-drop", type=float, default=1.0,
                         help="int8: refuse the export when AP drops by more points than this (default 1)")
+    parser.add_argument("--batch", type=int, default=1, help="auto: images per timed call (default 1)")
     add_download_flags(parser)
     args = parser.parse_args(argv)
     use_download_flags(args.mirror, args.offline)
     torch.set_num_threads(args.threads)
 
-    if args.precision == "int8" and args.format != "onnx":
-        parser.error("--precision int8 needs --format onnx")
+    if args.precision != "fp32" and args.format != "onnx":
+        parser.error(f"--precision {args.precision} needs --format onnx")
+    quantization = {"calibration": args.calibration, "eval_ann": args.eval_ann, "eval_images": args.eval_images,
+                    "max_ap_drop": args.max_ap_drop, "method": args.int8_method}
 
     def export() -> int:
         accuracy = None
+        if args.precision == "auto":
+            from .fastest import CHOICE_FILE, choose_fastest
+
+            choice = choose_fastest(args.model, args.out, image_size=parse_size(args.size),
+                                    pretrained=not args.random_weights, score_threshold=args.score_threshold,
+                                    parity=not args.no_parity, overwrite=args.overwrite, batch=args.batch,
+                                    threads=args.threads, **quantization)
+            for row in choice["candidates"]:
+                print(f"{row['runtime']:12} {row['precision']:5} {row['images_per_s']:8.1f} images/s"
+                      f"{'' if row['passed'] else '  (accuracy refused)'}")
+            print(f"fastest: {choice['choice']['runtime']} {choice['choice']['precision']}; zoo serve "
+                  f"{choice['choice']['serve']}\nwrote {Path(args.out) / CHOICE_FILE}")
+            return 0
         if args.precision == "int8":
             from .quantize import export_int8, summary
 
             path, report, accuracy = export_int8(
                 args.model, args.out, image_size=parse_size(args.size), pretrained=not args.random_weights,
                 score_threshold=args.score_threshold, parity=not args.no_parity, overwrite=args.overwrite,
-                calibration=args.calibration, eval_ann=args.eval_ann, eval_images=args.eval_images,
-                max_ap_drop=args.max_ap_drop)
+                **quantization)
         else:
             path, report = export_model(args.model, args.out, fmt=args.format, image_size=parse_size(args.size),
                                         pretrained=not args.random_weights, score_threshold=args.score_threshold,

@@ -1,18 +1,26 @@
-"""Post-training int8 of ONNX exports with ONNX Runtime's static quantization, and its accuracy report.
+"""Post-training int8 of ONNX exports, and its accuracy report.
 
-``quantize_static`` in QDQ format with per-channel int8 weights and uint8 activations, calibrated (MinMax) on
-letterboxed photos with the export's pad value. The network's layers (:data:`QUANTIZED_OPS`) are quantized; the
-prediction layers (weighted layers with none after them) and everything after them or after a selection
-(``TopK``, ``NonMaxSuppression``: box decoding, thresholds, NMS, a second stage) stay in float. Every int8 export carries an accuracy report against
-its fp32 export: agreement on the calibration photos (matched boxes at IoU 0.9 with the same class, score deltas,
-recall) and COCO AP/AP50 on a labelled set when one is given (for the tree model, its held-out NEON tile); an AP drop
-beyond ``max_ap_drop`` points refuses the artefact.
+Two tools write an int8 QDQ ``model.onnx`` that ONNX Runtime and OpenVINO both run:
+
+- ``nncf`` (default): NNCF's ``quantize`` on the ONNX model, mixed preset (symmetric per-channel int8 weights,
+  asymmetric activations where they go negative), fast bias correction, quantizers placed where OpenVINO's int8
+  kernels (VNNI) use them; with a labelled set, ``quantize_with_accuracy_control`` returns layers to float until
+  the AP drop is within the limit.
+- ``onnxruntime``: ``quantize_static``, per-channel int8 weights, uint8 activations, MinMax.
+
+Both calibrate on letterboxed photos with the export's pad value and keep in float the prediction layers (weighted
+layers with none after them) and everything after them or after a selection (``TopK``, ``NonMaxSuppression``: box
+decoding, thresholds, NMS, a second stage). Every int8 export carries an accuracy report against its fp32 export:
+agreement on the calibration photos (matched boxes at IoU 0.9 with the same class, score deltas, recall) and COCO
+AP/AP50 on a labelled set when one is given (for the tree model, its held-out NEON tile); an AP drop beyond
+``max_ap_drop`` points refuses the artefact.
 """
 from __future__ import annotations
 
 import contextlib
 import io
 import json
+import logging
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,14 +30,17 @@ import numpy as np
 from PIL import Image
 
 from zoo.letterbox import boxes_to_photo, letterbox
+
 from .artifact import METADATA_FILE, ExportError, read_metadata, staged_dir, write_json
 from .parity import SKIMAGE_PHOTOS, ParityReport, Tolerance, compare_detections, sample_photos
-from .runtime import OnnxRunner
+from .runtime import OnnxRunner, Runner
 
 MIN_CALIBRATION_IMAGES = 8
+METHODS = ("nncf", "onnxruntime")
 WEIGHTED_OPS = ("Conv", "MatMul", "Gemm")
 QUANTIZED_OPS = (*WEIGHTED_OPS, "Mul", "Sigmoid", "Add", "Concat", "MaxPool", "Resize")
 SELECTION_OPS = ("TopK", "NonMaxSuppression")
+FLOAT_NODES = "prediction layers and all after them or after TopK/NonMaxSuppression"
 AGREEMENT = Tolerance(box_px=float("inf"), score=0.05, match_iou=0.9)  # matching rule of the int8 agreement
 EVERYDAY_PHOTOS = (*SKIMAGE_PHOTOS, "cat", "camera", "page")
 SERVING_SAMPLES = Path(__file__).resolve().parent.parent / "serving" / "static" / "samples"
@@ -166,7 +177,7 @@ def heldout_windows(size: tuple[int, int]) -> list[LabelledImage]:
     return out
 
 
-def detect(runner: OnnxRunner, photos: list[Image.Image], size: tuple[int, int], pad: float,
+def detect(runner: Runner, photos: list[Image.Image], size: tuple[int, int], pad: float,
            batch: int = 8) -> list[dict[str, np.ndarray]]:
     """Detections per photo, in the photo's pixels."""
     results = []
@@ -266,11 +277,16 @@ class PhotoReader:
         return None if array is None else {"images": array}
 
 
-def quantize_file(fp32: Path, out: Path, photos: list[Image.Image], size: tuple[int, int], pad: float) -> dict:
-    """Write the int8 QDQ model of ``fp32`` to ``out``; returns the settings (for the metadata)."""
+def quantize_onnxruntime(fp32: Path, out: Path, photos: list[Image.Image], size: tuple[int, int], pad: float) -> dict:
+    """Write ONNX Runtime's int8 QDQ model of ``fp32`` to ``out``; returns the settings (for the metadata)."""
     import onnxruntime
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     reader = type("Reader", (PhotoReader, CalibrationDataReader), {})(photos, size, pad)
     source, target = str(fp32.resolve()), str(out.resolve())  # before the chdir: relative paths name the caller's
@@ -281,68 +297,116 @@ def quantize_file(fp32: Path, out: Path, photos: list[Image.Image], size: tuple[
                         calibrate_method=CalibrationMethod.MinMax)
     return {"tool": f"onnxruntime {onnxruntime.__version__} quantize_static", "format": "QDQ",
             "weights": "int8 per channel", "activations": "uint8 per tensor", "calibration_method": "MinMax",
-            "quantized_ops": list(QUANTIZED_OPS), "float_nodes": "prediction layers and all after them or after "
-            "TopK/NonMaxSuppression", "calibration_images": len(photos)}
+            "quantized_ops": list(QUANTIZED_OPS), "float_nodes": FLOAT_NODES, "calibration_images": len(photos)}
 
 
-def accuracy_report(fp32: OnnxRunner, int8: OnnxRunner, meta: dict, photos: dict[str, Image.Image],
-                    labelled: list[LabelledImage] | None) -> dict:
-    """Agreement on ``photos`` and, with ``labelled``, AP/AP50 of both exports and the drop in AP points."""
+def quantize_nncf(fp32: Path, out: Path, photos: list[Image.Image], size: tuple[int, int], pad: float, *,
+                  labelled: list[LabelledImage] | None = None, max_ap_drop: float = 1.0) -> dict:
+    """Write NNCF's int8 QDQ model of ``fp32`` to ``out`` (accuracy-aware with ``labelled``: at most
+    ``max_ap_drop`` AP points on it); returns the settings (for the metadata)."""
+    import nncf
+    import onnx
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    nncf.set_log_level(logging.WARNING)  # not a line per quantizer placed
+    with tempfile.TemporaryDirectory() as scratch:  # constants folded into initializers, which NNCF's graph needs
+        prepared = Path(scratch) / "prepared.onnx"
+        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+        model, floats = onnx.load(str(prepared)), postprocessing_nodes(prepared)
+    calibration = nncf.Dataset([letterbox(p, size, pad)[0][None] for p in photos], lambda array: {"images": array})
+    settings = {"preset": nncf.QuantizationPreset.MIXED, "subset_size": len(photos),
+                "ignored_scope": nncf.IgnoredScope(names=floats, validate=False)}
+    if labelled:
+        def validate(candidate: onnx.ModelProto, items: list[LabelledImage]) -> float:
+            items = list(items)
+            runner = OnnxRunner(candidate.SerializeToString())
+            return coco_ap(items, detect(runner, [item.image for item in items], size, pad))["AP"]
+
+        quantized = nncf.quantize_with_accuracy_control(model, calibration, nncf.Dataset(labelled), validate,
+                                                        max_drop=max_ap_drop / 100, **settings)
+        tool = "quantize_with_accuracy_control"
+    else:
+        quantized = nncf.quantize(model, calibration, **settings)
+        tool = "quantize"
+    onnx.save(quantized, str(out))
+    return {"tool": f"nncf {nncf.__version__} {tool} (ONNX backend)", "format": "QDQ", "preset": "mixed",
+            "weights": "int8 per channel, symmetric", "activations": "int8 per tensor, asymmetric where negative",
+            "bias_correction": "fast", "float_nodes": FLOAT_NODES, "calibration_images": len(photos),
+            **({"accuracy_control": {"labelled_images": len(labelled), "max_drop_ap_points": max_ap_drop}}
+               if labelled else {})}
+
+
+def accuracy_report(fp32: Runner, other: Runner, meta: dict, photos: dict[str, Image.Image],
+                    labelled: list[LabelledImage] | None, name: str = "int8") -> dict:
+    """Agreement of ``other`` (reported as ``name``) with ``fp32`` on ``photos`` and, with ``labelled``, AP/AP50 of
+    both and the drop in AP points."""
     size = tuple(meta["input"]["shape"][2:])
     pad = float(meta["preprocessing"].get("pad_value", 0.0))
     pre = meta["preprocessing"]
     images = list(photos.values())
-    report = {"agreement": agreement(detect(fp32, images, size, pad), detect(int8, images, size, pad),
+    report = {"compared": name,
+              "agreement": agreement(detect(fp32, images, size, pad), detect(other, images, size, pad),
                                      list(photos), float(pre["score_threshold"]), int(pre["max_detections"]))}
     if labelled:
         crops = [item.image for item in labelled]
         ap = {"fp32": coco_ap(labelled, detect(fp32, crops, size, pad)),
-              "int8": coco_ap(labelled, detect(int8, crops, size, pad))}
-        report["ap"] = {**ap, "images": len(labelled), "ap_drop_points": 100 * (ap["fp32"]["AP"] - ap["int8"]["AP"]),
-                        "ap50_drop_points": 100 * (ap["fp32"]["AP50"] - ap["int8"]["AP50"])}
+              name: coco_ap(labelled, detect(other, crops, size, pad))}
+        report["ap"] = {**ap, "images": len(labelled), "ap_drop_points": 100 * (ap["fp32"]["AP"] - ap[name]["AP"]),
+                        "ap50_drop_points": 100 * (ap["fp32"]["AP50"] - ap[name]["AP50"])}
     return report
 
 
 def summary(report: dict) -> str:
     """The report in a few lines."""
-    a = report["agreement"]
-    lines = [f"int8 vs fp32 on {len(a['images'])} calibration photos: recall {a['recall']:.3f} at IoU "
+    a, name = report["agreement"], report["compared"]
+    lines = [f"{name} vs fp32 on {len(a['images'])} calibration photos: recall {a['recall']:.3f} at IoU "
              f"{a['match_iou']} (same class), max score diff {a['max_score_diff']:.4f}, max box diff "
-             f"{a['max_box_diff_px']:.2f} px, detections fp32 {a['fp32_detections']} / int8 {a['int8_detections']}"]
+             f"{a['max_box_diff_px']:.2f} px, detections fp32 {a['fp32_detections']} / {name} {a['int8_detections']}"]
     if "ap" in report:
         ap = report["ap"]
-        lines.append(f"AP on {ap['images']} labelled images: fp32 {100 * ap['fp32']['AP']:.2f} / int8 "
-                     f"{100 * ap['int8']['AP']:.2f} (drop {ap['ap_drop_points']:.2f} points); AP50 fp32 "
-                     f"{100 * ap['fp32']['AP50']:.2f} / int8 {100 * ap['int8']['AP50']:.2f}")
+        lines.append(f"AP on {ap['images']} labelled images: fp32 {100 * ap['fp32']['AP']:.2f} / {name} "
+                     f"{100 * ap[name]['AP']:.2f} (drop {ap['ap_drop_points']:.2f} points); AP50 fp32 "
+                     f"{100 * ap['fp32']['AP50']:.2f} / {name} {100 * ap[name]['AP50']:.2f}")
     return "\n".join(lines)
+
+
+def labelled_set(meta: dict, eval_ann: str | Path | None, eval_images: str | Path | None) -> list[LabelledImage] | None:
+    """The labelled set of an export: COCO ``eval_ann`` + ``eval_images``, else the tree model's held-out NEON
+    tile, else none."""
+    if (eval_ann is None) != (eval_images is None):
+        raise QuantizationError("--eval-ann and --eval-images go together")
+    if eval_ann is not None:
+        return coco_labelled(Path(eval_ann), Path(eval_images), tuple(meta["categories"]),
+                             int(meta.get("label_offset", 1)))
+    return heldout_windows(tuple(meta["input"]["shape"][2:])) if meta["model"] == TREE_MODEL else None
 
 
 def quantize_export(fp32_dir: str | Path, out_dir: str | Path, *, calibration: str | Path | None = None,
                     eval_ann: str | Path | None = None, eval_images: str | Path | None = None,
-                    max_ap_drop: float = 1.0, overwrite: bool = False) -> tuple[Path, dict]:
+                    max_ap_drop: float = 1.0, method: str = "nncf", overwrite: bool = False) -> tuple[Path, dict]:
     """int8 export of the fp32 ONNX export in ``fp32_dir`` into ``out_dir`` (``model.onnx`` + ``metadata.json``
-    with ``"precision": "int8"``, the quantization settings and the accuracy report). Labelled set: COCO
-    ``eval_ann`` + ``eval_images``, else the held-out NEON tile for the tree model, else none. Raises
+    with ``"precision": "int8"``, the quantization settings and the accuracy report) with ``method`` (one of
+    :data:`METHODS`); the labelled set is :func:`labelled_set`'s. Raises
     :class:`QuantizationError` (nothing written) when the AP drop exceeds ``max_ap_drop`` points."""
     from .onnx import set_onnx_metadata
 
     meta = read_metadata(fp32_dir)
     if meta.get("artifact_format") != "onnx" or meta.get("task") != "detection" or "precision" in meta:
         raise QuantizationError(f"{fp32_dir}: int8 quantization takes fp32 ONNX exports of detection models")
+    if method not in METHODS:
+        raise QuantizationError(f"int8 method must be one of {', '.join(METHODS)}, not {method!r}")
     size = tuple(meta["input"]["shape"][2:])
     pad = float(meta["preprocessing"].get("pad_value", 0.0))
     photos = calibration_photos(calibration, meta["model"], size)
-    if (eval_ann is None) != (eval_images is None):
-        raise QuantizationError("--eval-ann and --eval-images go together")
-    if eval_ann is not None:
-        labelled = coco_labelled(Path(eval_ann), Path(eval_images), tuple(meta["categories"]),
-                                 int(meta.get("label_offset", 1)))
-    else:
-        labelled = heldout_windows(size) if meta["model"] == TREE_MODEL else None
+    labelled = labelled_set(meta, eval_ann, eval_images)
     fp32_path = Path(fp32_dir) / meta["artifact"]
     with staged_dir(out_dir, overwrite=overwrite) as tmp:
         artifact = tmp / "model.onnx"
-        settings = quantize_file(fp32_path, artifact, list(photos.values()), size, pad)
+        if method == "nncf":
+            settings = quantize_nncf(fp32_path, artifact, list(photos.values()), size, pad, labelled=labelled,
+                                     max_ap_drop=max_ap_drop)
+        else:
+            settings = quantize_onnxruntime(fp32_path, artifact, list(photos.values()), size, pad)
         report = accuracy_report(OnnxRunner(fp32_path), OnnxRunner(artifact), meta, photos, labelled)
         drop = report.get("ap", {}).get("ap_drop_points", 0.0)
         if drop > max_ap_drop:

@@ -7,12 +7,14 @@ from pathlib import Path
 
 import numpy as np
 
+Runner = Callable[[np.ndarray], dict[str, np.ndarray]]  # images [B, 3, H, W] float32 -> outputs by name
+
 
 class OnnxRunner:
-    """ONNX Runtime with full graph optimisation; ``threads`` intra-op threads (default: all cores), ``providers``
-    (default: CPU only), ``outputs`` the names to fetch (default: all)."""
+    """ONNX Runtime with full graph optimisation on a model file (or its serialized bytes); ``threads`` intra-op
+    threads (default: all cores), ``providers`` (default: CPU only), ``outputs`` the names to fetch (default: all)."""
 
-    def __init__(self, path: str | Path, threads: int | None = None, providers: list[str] | None = None,
+    def __init__(self, path: str | Path | bytes, threads: int | None = None, providers: list[str] | None = None,
                  outputs: list[str] | None = None) -> None:
         import onnxruntime as ort
 
@@ -21,7 +23,8 @@ class OnnxRunner:
         options.intra_op_num_threads = threads or os.cpu_count() or 1
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        self.session = ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
+        model = path if isinstance(path, bytes) else str(path)
+        self.session = ort.InferenceSession(model, options, providers=providers or ["CPUExecutionProvider"])
         self.outputs = outputs or [o.name for o in self.session.get_outputs()]
 
     def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
@@ -85,7 +88,7 @@ class OpenVinoRunner:
 
 def runner_for(fmt: str, path: Path, outputs: tuple[str, ...] | list[str], runtime: str = "onnxruntime",
                precision: str = "f32", threads: int | None = None,
-               providers: list[str] | None = None) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+               providers: list[str] | None = None) -> Runner:
     """What runs an artefact: TorchScript, or an ONNX file on onnxruntime (f32; ``providers``, default CPU) or
     OpenVINO (f32 or bf16, CPU); ``outputs``: the names it answers (TorchScript) or fetches (onnxruntime)."""
     if fmt != "onnx":

@@ -1,10 +1,10 @@
-"""int8 exports (export.quantize): calibration-set errors, the accuracy report and its AP gate, serving int8."""
+"""int8 exports (export.quantize): calibration-set errors, NNCF and ONNX Runtime quantization, the accuracy report and
+its AP gate (also under --precision auto), int8 models run by the serving runtimes' runners."""
 from __future__ import annotations
 
 import importlib.util
 import json
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +14,8 @@ from PIL import Image
 pytest.importorskip("onnxruntime")
 pytest.importorskip("skimage")
 
-from export.quantize import QuantizationError, calibration_photos, quantize_export  # noqa: E402
 from export.parity import _iou  # noqa: E402
+from export.quantize import QuantizationError, calibration_photos, quantize_export  # noqa: E402
 from zoo.specs import packaged_export  # noqa: E402
 
 SAMPLES = Path(__file__).resolve().parent.parent / "serving" / "static" / "samples"
@@ -51,6 +51,7 @@ def test_calibration_set_too_small_or_unreadable(tmp_path: Path) -> None:
 def test_int8_metadata_and_report(int8_dir: Path) -> None:
     meta = json.loads((int8_dir / "metadata.json").read_text())
     assert meta["precision"] == "int8" and meta["quantization"]["format"] == "QDQ"
+    assert meta["quantization"]["tool"].startswith("nncf") and meta["quantization"]["calibration_images"] >= 8
     agreement = meta["accuracy"]["agreement"]
     assert len(agreement["images"]) >= 8 and 0 < agreement["recall"] <= 1
     import onnx
@@ -61,35 +62,38 @@ def test_int8_metadata_and_report(int8_dir: Path) -> None:
         quantize_export(int8_dir, int8_dir.parent / "again")
 
 
-def test_serving_int8_close_to_fp32(fp32_dir: Path, int8_dir: Path) -> None:
-    """``--backend onnxruntime|openvino --onnx INT8_FOLDER`` as for fp32; /v1/models names the precision."""
-    from fastapi.testclient import TestClient
+def test_onnxruntime_method_and_unknown_method(fp32_dir: Path, tmp_path: Path) -> None:
+    path, report = quantize_export(fp32_dir, tmp_path / "ort", method="onnxruntime")
+    meta = json.loads((path.parent / "metadata.json").read_text())
+    assert meta["quantization"]["tool"].startswith("onnxruntime") and report["compared"] == "int8"
+    with pytest.raises(QuantizationError, match="must be one of nncf, onnxruntime"):
+        quantize_export(fp32_dir, tmp_path / "other", method="tensorrt")
+    assert not (tmp_path / "other").exists()
 
-    from serving import ServingConfig
-    from serving.app import create_app
-    from serving.backends.onnx_backend import OnnxBackend
 
-    data = (SAMPLES / "astronaut.jpg").read_bytes()
+def test_int8_runs_on_serving_runtimes_close_to_fp32(fp32_dir: Path, int8_dir: Path) -> None:
+    """The int8 folder runs through export.runtime.runner_for, as the onnxruntime and openvino backends run it: the
+    fp32 model's most confident box is found again, same class, close score."""
+    from export.contract import DETECTION_OUTPUTS
+    from export.quantize import detect
+    from export.runtime import runner_for
+
+    photo = [Image.open(SAMPLES / "astronaut.jpg").convert("RGB")]
     runtimes = ("onnxruntime", "openvino") if importlib.util.find_spec("openvino") else ("onnxruntime",)
     for runtime in runtimes:
-        answers = {}
-        for folder in (fp32_dir, int8_dir):
-            config = ServingConfig(backend=runtime, onnx=folder, threads=1)
-            with TestClient(create_app(config, [OnnxBackend.from_config("yolox_nano_coco", config)])) as client:
-                while client.get("/readyz").status_code != 200:
-                    time.sleep(0.05)
-                (model,) = client.get("/v1/models").json()["models"]
-                answers[model["precision"]] = client.post("/v1/detect", content=data).json()["detections"]
-        ref, out = answers["fp32"], answers["int8"]
-        assert ref and out
-        top = max(ref, key=lambda d: d["score"])
-        ious = _iou(np.array([top["box"]]), np.array([d["box"] for d in out]))[0]
-        best = out[int(np.argmax(ious))]
-        assert ious.max() > 0.8 and best["label"] == top["label"] and abs(best["score"] - top["score"]) < 0.1
+        ref, out = (detect(runner_for("onnx", folder / "model.onnx", DETECTION_OUTPUTS, runtime, threads=1), photo,
+                           (416, 416), 114 / 255)[0] for folder in (fp32_dir, int8_dir))
+        assert len(ref["scores"]) and len(out["scores"])
+        top = int(np.argmax(ref["scores"]))
+        ious = _iou(ref["boxes"][top:top + 1], out["boxes"])[0]
+        best = int(np.argmax(ious))
+        assert ious[best] > 0.8 and out["labels"][best] == ref["labels"][top]
+        assert abs(out["scores"][best] - ref["scores"][top]) < 0.1
 
 
-def test_ap_drop_beyond_limit_refused(fp32_dir: Path, tmp_path: Path) -> None:
-    """Ground truth = the fp32 export's own detections, so fp32 scores AP 100 and any int8 change is a drop."""
+def _fp32_answers_as_ground_truth(fp32_dir: Path, tmp_path: Path) -> Path:
+    """A COCO file whose boxes are the fp32 export's own detections on three photos: fp32 scores AP 100 on it, so any
+    change in int8 is a drop."""
     from export.quantize import detect
     from export.runtime import OnnxRunner
 
@@ -105,10 +109,48 @@ def test_ap_drop_beyond_limit_refused(fp32_dir: Path, tmp_path: Path) -> None:
                             for i, d in enumerate(dets) for k, (b, lab) in enumerate(zip(d["boxes"], d["labels"]))]}
     ann = tmp_path / "gt.json"
     ann.write_text(json.dumps(coco))
+    return ann
+
+
+def test_ap_drop_beyond_limit_refused(fp32_dir: Path, tmp_path: Path) -> None:
+    ann = _fp32_answers_as_ground_truth(fp32_dir, tmp_path)
     drop = r"(?s)AP drop .* exceeds --max-ap-drop 0\b.*AP on 3 labelled images: fp32 100\.00"
     with pytest.raises(QuantizationError, match=drop):
-        quantize_export(fp32_dir, tmp_path / "out", eval_ann=ann, eval_images=SAMPLES, max_ap_drop=0.0)
+        quantize_export(fp32_dir, tmp_path / "out", eval_ann=ann, eval_images=SAMPLES, max_ap_drop=0.0,
+                        method="onnxruntime")
     assert not (tmp_path / "out").exists()
+
+
+def test_auto_never_picks_a_refused_precision(fp32_dir: Path, tmp_path: Path) -> None:
+    """--precision auto with an AP limit int8 cannot meet: the int8 export is refused, every timed candidate that is
+    left passed, and the choice is the fastest of them."""
+    from export.fastest import CHOICE_FILE, choose_fastest
+
+    ann = _fp32_answers_as_ground_truth(fp32_dir, tmp_path)
+    out = tmp_path / "auto"
+    choice = choose_fastest("yolox_nano_coco", out, parity=False, threads=1, eval_ann=ann, eval_images=SAMPLES,
+                            max_ap_drop=0.0, method="onnxruntime")
+    assert json.loads((out / CHOICE_FILE).read_text()) == choice
+    assert "exceeds --max-ap-drop 0" in choice["accuracy"]["int8"] and not (out / "int8").exists()
+    rows = choice["candidates"]
+    assert {(r["runtime"], r["precision"]) for r in rows} >= {("onnxruntime", "fp32")}
+    assert all(r["precision"] != "int8" for r in rows)
+    passing = [r for r in rows if r["passed"]]
+    assert choice["choice"]["images_per_s"] == max(r["images_per_s"] for r in passing)
+    assert f"--onnx {out / choice['choice']['folder']}" in choice["choice"]["serve"]
+    assert (out / choice["choice"]["folder"] / "model.onnx").is_file()
+
+
+def test_tree_model_heldout_ap_report(tmp_path: Path) -> None:
+    """The tree model's int8 export reports AP on its held-out NEON tile (accuracy-aware NNCF) within 1 point."""
+    from export.api import export_model
+
+    fp32, _ = export_model("retinanet_lite0_neon_trees", tmp_path / "fp32", parity=False)
+    _, report = quantize_export(fp32.parent, tmp_path / "int8")
+    ap = report["ap"]
+    assert ap["images"] > 1 and ap["fp32"]["AP"] > 0 and ap["ap_drop_points"] <= 1.0
+    meta = json.loads((tmp_path / "int8" / "metadata.json").read_text())
+    assert meta["quantization"]["accuracy_control"]["labelled_images"] == ap["images"]
 
 
 def test_cli_small_calibration_set_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
