@@ -283,8 +283,13 @@ _hf_detr(
     "class 0 is unused, so its rows are dropped on load. The other 365 are expected to be Objects365 v2 in "
     "annotation-file order, checked against config.json's id2label on load. "
     + _UNPINNED.format(url="https://huggingface.co/ustc-community/dfine_s_obj365")
-    + " D-FINE's published Objects365 val AP could not be read from the card here and is not recorded.",
-    datasets=("objects365_v2",), unused_first_class=True)
+    + " D-FINE's published Objects365 val AP of this checkpoint could not be read here and is not recorded.",
+    datasets=("objects365_v2",), unused_first_class=True,
+    metrics=(Metric("COCO val2017", "detection", "box AP", 50.3,
+                    "D-FINE README (github.com/Peterande/D-FINE, commit 04b6e30215352424cfd6460f1eb7da0f03a891c3, "
+                    "Model Zoo, D-FINE-S COCO+Objects365): this checkpoint finetuned on COCO by its authors "
+                    "(dfine_s_obj2coco), not these weights; later README versions may revise it",
+                    of_these_weights=False),))
 _hf_detr(
     "lwdetr_tiny_30e_objects365", "AnnaZhang/lwdetr_tiny_30e_objects365", None, None, "objects365_v2", "apache-2.0",
     "LW-DETR-tiny (Chen et al. 2024, arXiv:2406.03459; ViT-tiny encoder, shallow DETR decoder) after its 30-epoch "
