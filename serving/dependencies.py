@@ -2,6 +2,7 @@
 request passes before its image is decoded.
 
 No ``from __future__ import annotations`` here: FastAPI reads these signatures, whose ``Depends`` name closures.
+Every dependency is ``async``: FastAPI would run a plain function on a worker thread, a hop per request for nothing.
 """
 import time
 from collections.abc import Awaitable, Callable
@@ -19,7 +20,7 @@ from .state import Served, ServerState
 O = TypeVar("O")  # noqa: E741  (an endpoint's own options)
 
 
-def app_state(request: Request) -> ServerState:
+async def app_state(request: Request) -> ServerState:
     """The app's one state object (``app.state.serving``)."""
     return request.app.state.serving
 
@@ -37,7 +38,7 @@ class DetectOptions:
     max_detections: int | None
 
 
-def detect_options(
+async def detect_options(
     score_threshold: Annotated[float | None, Query(
         ge=0.0, le=1.0, allow_inf_nan=False, description="Keep detections scoring at least this (default: the "
                                                          "server's --score-threshold); the model's own floor (GET "
@@ -71,11 +72,11 @@ class _Target(Generic[O]):
     started: float
 
 
-def model_lookup(task: str, options: Callable[..., O]) -> Callable[..., _Target[O]]:
+def model_lookup(task: str, options: Callable[..., Awaitable[O]]) -> Callable[..., Awaitable[_Target[O]]]:
     """A dependency: the endpoint's ``options`` (validated first: a bad parameter is a 422 before anything else),
     then the requested model for ``task`` (503 while loading, 404 unknown, 422 other task) and its classes."""
 
-    def lookup(request: Request, state: AppState, chosen: Annotated[Any, Depends(options)],
+    async def lookup(request: Request, state: AppState, chosen: Annotated[Any, Depends(options)],
                model: ModelName = None, classes: Classes = None) -> _Target[O]:
         started = time.perf_counter()
         served = state.resolve(model, task)
@@ -87,7 +88,7 @@ def model_lookup(task: str, options: Callable[..., O]) -> Callable[..., _Target[
     return lookup
 
 
-def admitted(task: str, options: Callable[..., O]) -> Callable[..., Awaitable[Job[O]]]:
+def admitted(task: str, options: Callable[..., Awaitable[O]]) -> Callable[..., Awaitable[Job[O]]]:
     """A dependency: the request once its model is found (:func:`model_lookup`), its queue has room (503 with
     Retry-After) and its upload has arrived within the size limit (413) and the body deadline (408)."""
 

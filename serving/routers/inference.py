@@ -21,9 +21,11 @@ router = APIRouter(tags=["inference"])
 SegmentFormat = Literal["png", "rle"]
 
 
-def segment_format(format: Annotated[SegmentFormat, Query(  # noqa: A002  (the query parameter's name)
+async def segment_format(
+    format: Annotated[SegmentFormat, Query(  # noqa: A002  (the query parameter's name)
         description="png: the whole label map as a base64 PNG; rle: one COCO RLE mask per class present.")] = "png",
-                   ) -> SegmentFormat:
+) -> SegmentFormat:
+    """The answer's form of the label map."""
     return format
 
 

@@ -30,7 +30,7 @@ class VisualizeOptions:
     iou_threshold: float
 
 
-def visualize_options(
+async def visualize_options(
     detect: Annotated[DetectOptions, Depends(detect_options)],
     format: Annotated[Literal["png", "jpeg"], Query(  # noqa: A002  (the query parameter's name)
         description="Encoding of the drawn image.")] = "png",
