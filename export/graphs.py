@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection import FasterRCNN, RetinaNet
 from torchvision.models.detection.image_list import ImageList
-from torchvision.models.detection.rpn import concat_box_prediction_layers
+from torchvision.models.detection.rpn import RegionProposalNetwork, concat_box_prediction_layers
 from torchvision.ops import MultiScaleRoIAlign, roi_align
 from torchvision.ops.poolers import _setup_scales
 
@@ -251,6 +251,9 @@ class BatchedRoIAlign(nn.Module):
             self.s0, self.lvl0, self.eps = float(pooler.finest_scale), 0.0, 1e-6
             self.k_min, self.k_max = 0, len(self.names) - 1
         elif isinstance(pooler, MultiScaleRoIAlign):
+            # torchvision computes a MultiScaleRoIAlign's level scales and mapper in its private ``_setup_scales``
+            # on the first forward, with no public function for it; the graph needs them for its fixed input size
+            # before any forward. tests/test_torchvision_internals.py checks that it matches the pooler's own.
             scales, mapper = _setup_scales([features[n] for n in self.names], [image_size], pooler.canonical_scale,
                                            pooler.canonical_level)
             self.scales = [float(s) for s in scales]
@@ -282,6 +285,16 @@ class BatchedRoIAlign(nn.Module):
         return result
 
 
+def _inference_top_n(rpn: RegionProposalNetwork) -> tuple[int, int]:
+    """The RPN's pre- and post-NMS top-n at inference (its public accessors answer for the module's mode)."""
+    training = rpn.training
+    rpn.eval()
+    try:
+        return int(rpn.pre_nms_top_n()), int(rpn.post_nms_top_n())
+    finally:
+        rpn.train(training)
+
+
 class FasterRCNNGraph(DetectionGraph):
     """torchvision ``FasterRCNN`` inference: RPN (per-level top-k, per-level NMS, top post-NMS), RoIAlign on a
     fixed number of proposals per image (padding masked), class-wise NMS, top ``D``."""
@@ -293,7 +306,7 @@ class FasterRCNNGraph(DetectionGraph):
         self.rpn_head = rpn.head
         anchors, per_level, features = self.anchors_and_features(model.backbone, rpn.anchor_generator)
         self.register_buffer("anchors", anchors, persistent=False)
-        pre_nms = int(rpn._pre_nms_top_n["testing"])
+        pre_nms, post_nms = _inference_top_n(rpn)
         starts = [0]
         for n in per_level[:-1]:
             starts.append(starts[-1] + n)
@@ -302,7 +315,7 @@ class FasterRCNNGraph(DetectionGraph):
         level_ids = torch.cat([torch.full((k,), i) for i, (_, _, k) in enumerate(self.levels)])
         self.register_buffer("level_onehot", level_ids[None, :] == torch.arange(len(self.levels))[:, None],
                              persistent=False)
-        self.proposals = min(int(rpn._post_nms_top_n["testing"]), candidates)
+        self.proposals = min(post_nms, candidates)
         self.rpn_weights = [float(w) for w in rpn.box_coder.weights]
         self.rpn_clip = float(rpn.box_coder.bbox_xform_clip)
         self.rpn_nms = float(rpn.nms_thresh)

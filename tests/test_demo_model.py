@@ -1,6 +1,8 @@
 """The shipped demo model: weights load strictly, find real tree crowns on the held-out tile, training runs."""
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -89,18 +91,56 @@ def test_shipped_model_finds_heldout_trees(demo_data, shipped_model):
     assert read_voc_xml(demo_data.annotation(HELDOUT_TILE)).names.count("Tree") == 574
 
 
-def test_training_loop_reduces_loss_on_a_small_window(demo_data):
-    from training.demo import WindowSampler, build_model, load_tile, make_optimizer, set_train_mode, train_step
+def test_windows_are_a_planned_stream(demo_data):
+    """Window i is the same whatever order reads it; batches follow the plan from any start iteration."""
+    from training.demo import WindowDataset, load_tile
+
+    tiles = [load_tile(demo_data, "OSBS_029"), load_tile(demo_data, "SOAP_061")]
+    windows = WindowDataset(tiles, 6, size=128, seed=3)
+    backwards = [windows[i] for i in reversed(range(6))][::-1]
+    again = WindowDataset(tiles, 6, size=128, seed=3)
+    for i, (image, target) in enumerate(backwards):
+        assert image.shape == (3, 128, 128) and float(image.min()) >= 0 and float(image.max()) <= 1
+        assert torch.equal(image, again[i][0]) and torch.equal(target["boxes"], again[i][1]["boxes"])
+    assert windows.batches(2)(1) == [[2, 3], [4, 5]]
+    assert WindowDataset(tiles, 6, size=128, seed=4).windows != windows.windows
+
+
+def test_frozen_backbone_parts_are_the_checkpoint_names(demo_data):
+    """freeze_backbone reaches the backbone's ``_conv_stem`` / ``_blocks``: EfficientNet-PyTorch's names, which the
+    ImageNet checkpoint's keys start with; frozen BatchNorm stays in eval mode in training mode."""
+    from training.demo import build_model, freeze_backbone, train_mode_frozen_bn
+
+    keys = load_lite0_imagenet(demo_data.lite0_weights)
+    assert any(k.startswith("_conv_stem.") for k in keys) and any(k.startswith("_blocks.2.") for k in keys)
+    model = build_model(None)
+    freeze_backbone(model)
+    body = model.backbone.body
+    assert not any(p.requires_grad for p in body._conv_stem.parameters())
+    assert not any(p.requires_grad for b in body._blocks[:3] for p in b.parameters())
+    assert all(p.requires_grad for p in body._blocks[3].parameters() if p.ndim > 1)
+    train_mode_frozen_bn(model)
+    bns = [m for m in body.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and not any(m.training for m in bns) and model.head.training
+
+
+def test_training_on_the_engine_reduces_loss_on_a_small_window(demo_data, tmp_path):
+    """The demo's recipe on the shared Trainer: four steps on one fixed batch of windows lower its loss."""
+    from training import distributed
+    from training.demo import WindowDataset, build_model, demo_recipe, freeze_backbone, load_tile, train_mode_frozen_bn
+    from training.engine import Trainer
 
     torch.manual_seed(0)
     torch.set_num_threads(2)
-    tile = load_tile(demo_data, "OSBS_029")
-    sampler = WindowSampler([tile], size=160, scale=(1.0, 1.0), seed=0)
-    images, targets = sampler.batch(2)
-    assert all(len(t["boxes"]) > 0 for t in targets)
+    windows = WindowDataset([load_tile(demo_data, "OSBS_029")], 2, size=160, scale=(1.0, 1.0), seed=0)
+    assert all(len(windows[i][1]["boxes"]) > 0 for i in range(2))
     model = build_model(demo_data.lite0_weights)
-    model.transform.min_size, model.transform.max_size = (160,), 160
-    set_train_mode(model, pretrained=True)
-    opt = make_optimizer(model, lr=1e-3, weight_decay=0.0)
-    losses = [train_step(model, opt, images, targets)["loss"] for _ in range(4)]
-    assert losses[-1] < losses[0], losses
+    freeze_backbone(model)
+    args = argparse.Namespace(lr=1e-3, batch=2, weight_decay=0.0, iters=4, warmup=1, window=160, seed=0,
+                              box_loss="giou", scratch=False)
+    recipe = dataclasses.replace(demo_recipe(args), log_period=1)
+    Trainer(model, windows, recipe, tmp_path / "run", distributed.setup("cpu"), progress=False,
+            train_mode=train_mode_frozen_bn, batches=lambda start: [[0, 1]] * (4 - start)).fit()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [1, 2, 3, 4]
+    assert rows[-1]["loss"] < rows[0]["loss"], rows

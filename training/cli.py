@@ -20,6 +20,10 @@ import json
 import logging
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .recipes import Recipe
 
 log = logging.getLogger("training")
 
@@ -29,32 +33,14 @@ def _setup_logging(rank: int = 0) -> None:
                         format=f"%(asctime)s [rank {rank}] %(name)s: %(message)s", datefmt="%H:%M:%S")
 
 
-def _load_state_dict(path: str) -> dict:
-    if path.endswith(".safetensors"):
-        from zoo.checkpoint import load_weights
-
-        return load_weights(path)[0]
-    from zoo.checkpoint import load_foreign
-
-    state = load_foreign(path)
-    return state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
-
-
 def train(args: argparse.Namespace) -> int:
     import torch
-    from zoo.categories import get_categories
 
     from . import distributed, publish
-    from .data import build_dataset
+    from .build import apply_lr_rule, build_model, build_train_dataset, write_run_info
     from .engine import Trainer, seed_everything
-    from .recipes import get_recipe
-    from .transforms import detection_train, segmentation_train
 
-    recipe = get_recipe(args.recipe).override(args.overrides)
-    if args.init is not None:
-        recipe = dataclasses.replace(recipe, init=None if args.init == "none" else args.init)
-    if args.head is not None:
-        recipe = dataclasses.replace(recipe, head=args.head)
+    recipe = _recipe_of(args)
     for module in recipe.imports:
         importlib.import_module(module)
     ctx = distributed.setup(args.device)
@@ -62,73 +48,14 @@ def train(args: argparse.Namespace) -> int:
     seed_everything(recipe.seed)
     out = Path(args.out or Path("runs") / recipe.name)
 
-    seg = recipe.task == "segmentation"
-    transforms = (segmentation_train(recipe.crop, recipe.scale_range, recipe.flip) if seg
-                  else detection_train(recipe.min_sizes, recipe.max_size, recipe.flip))
-    make = lambda: build_dataset(recipe.dataset_format, recipe.train_ann, recipe.train_images,  # noqa: E731
-                                 categories=recipe.categories, on_unknown=recipe.on_unknown, transforms=transforms)
-    if ctx.rank == 0:
-        dataset = make()  # builds the annotation index once; the other ranks then memory-map it
-    distributed.barrier()
-    if ctx.rank != 0:
-        dataset = make()
-
-    if seg:
-        names = tuple(get_categories(recipe.categories))
-        num_classes = dataset.num_classes
-    else:
-        names = tuple(dataset.categories)
-        num_classes = len(names) + 1
-    init_spec = _init_spec(recipe.init) if recipe.init else None
-    if init_spec is not None and init_spec.arch != recipe.arch and seg:
-        # Backbone from another architecture (the paper's Objects365 detector backbone under PSPNet).
-        import zoo
-        from zoo import models
-        from zoo.convert.transfer import transfer_backbone
-        from zoo.preprocess import SEGMENTATION_512
-
-        source = zoo.load(recipe.init, pretrained=True, progress=ctx.is_main)
-        arch, build_kwargs, pre = recipe.arch, {}, SEGMENTATION_512
-        model = models.build(arch, num_classes, preprocessing=pre)
-        log.info("init: %d ResNet trunk tensors from %s (%s)", transfer_backbone(source.state_dict(), model),
-                 recipe.init, init_spec.arch)
-    elif recipe.init:
-        import zoo
-
-        model = zoo.load(recipe.init, pretrained=True, categories=list(names), head=recipe.head, progress=ctx.is_main)
-        arch, pre, build_kwargs = model.spec.arch, model.spec.preprocessing, dict(model.spec.build_kwargs)
-    else:
-        from zoo import models
-        from zoo.preprocess import DETECTION_800, SEGMENTATION_512
-
-        # SyncBN pretraining needs trainable BatchNorm in the backbone (the engine converts it to SyncBatchNorm).
-        arch, build_kwargs = recipe.arch, ({"norm": "bn"} if recipe.sync_bn and not seg else {})
-        pre = SEGMENTATION_512 if seg else DETECTION_800
-        model = models.build(arch, num_classes, preprocessing=pre, **build_kwargs)
-    if not seg:
-        pre = dataclasses.replace(pre, min_size=max(recipe.min_sizes), max_size=recipe.max_size)
-        if hasattr(model, "transform"):
-            model.transform.min_size, model.transform.max_size = (pre.min_size,), pre.max_size
-
-    if recipe.lr_rule == "l2norm":
-        if not (recipe.init and recipe.imagenet_weights):
-            raise SystemExit("lr_rule=l2norm needs init=<pretrained model> and imagenet_weights=<ImageNet backbone "
-                             "file> to compare norms (or set lr=... and lr_rule=none)")
-        from .lr_rule import l2_scaled_lr
-
-        lr = l2_scaled_lr(recipe.lr, model.state_dict(), _load_state_dict(recipe.imagenet_weights))
-        recipe = dataclasses.replace(recipe, lr=lr, lr_rule="none")
-    elif recipe.lr_rule != "none":
-        raise SystemExit(f"unknown lr_rule {recipe.lr_rule!r}: none or l2norm")
+    dataset = build_train_dataset(recipe, ctx)
+    built = build_model(recipe, dataset, progress=ctx.is_main)
+    recipe = apply_lr_rule(recipe, built.model)
     recipe = recipe.for_dataset(len(dataset)).for_batch(recipe.ims_per_gpu * ctx.world_size)
-
     if ctx.is_main:
-        run = {"arch": arch, "task": recipe.task, "categories": list(names), "preprocessing": pre.to_dict(),
-               "build_kwargs": build_kwargs, "recipe": recipe.to_dict(), "world_size": ctx.world_size,
-               "datasets": [Path(recipe.train_ann).name or recipe.dataset_format]}
-        publish.write_text(out / publish.RUN_INFO, json.dumps(run, indent=2))
+        write_run_info(out, built, recipe, ctx)
     torch.manual_seed(recipe.seed + ctx.rank)
-    result = Trainer(model, dataset, recipe, out, ctx, progress=not args.no_progress).fit()
+    result = Trainer(built.model, dataset, recipe, out, ctx, progress=not args.no_progress).fit()
     distributed.teardown()
     if result["interrupted"]:
         log.warning("stopped at iteration %d; run the same command again to resume", result["iteration"])
@@ -137,20 +64,32 @@ def train(args: argparse.Namespace) -> int:
         paths = publish.export_run(out, args.name or recipe.name)
         log.info("finished at iteration %d; weights %s", result["iteration"], paths["weights"])
         if recipe.val_ann and recipe.dataset_format == "coco":
-            stats = evaluate_model(str(paths["weights"]), recipe.val_ann, recipe.val_images, device=str(ctx.device))
-            dataset_name = Path(recipe.val_ann).name
-            metrics = [{"dataset": dataset_name, "task": "detection", "name": "box AP", "value": stats["AP"],
-                        "source": f"objects365-zoo eval of run {out}"}]
-            publish.write_text(out / publish.EVAL_INFO, json.dumps({"stats": stats, "metrics": metrics}, indent=2))
-            log.info("eval on %s: %s", dataset_name, json.dumps(stats))
+            _evaluate_run(out, str(paths["weights"]), recipe, str(ctx.device))
     return 0
 
 
-def _init_spec(init: str):
-    """The spec of ``--init`` (registry name or one of our safetensors files)."""
-    from zoo.api import resolve_spec
+def _recipe_of(args: argparse.Namespace) -> Recipe:
+    """The named recipe with the command line's ``key=value`` overrides, ``--init`` and ``--head``."""
+    from .recipes import get_recipe
 
-    return resolve_spec(init)[0]
+    recipe = get_recipe(args.recipe).override(args.overrides)
+    if args.init is not None:
+        recipe = dataclasses.replace(recipe, init=None if args.init == "none" else args.init)
+    if args.head is not None:
+        recipe = dataclasses.replace(recipe, head=args.head)
+    return recipe
+
+
+def _evaluate_run(out: Path, weights: str, recipe: Recipe, device: str) -> None:
+    """COCO box AP of a finished run's weights on the recipe's validation set, written to the run folder."""
+    from . import publish
+
+    stats = evaluate_model(weights, recipe.val_ann, recipe.val_images, device=device)
+    dataset_name = Path(recipe.val_ann).name
+    metrics = [{"dataset": dataset_name, "task": "detection", "name": "box AP", "value": stats["AP"],
+                "source": f"objects365-zoo eval of run {out}"}]
+    publish.write_text(out / publish.EVAL_INFO, json.dumps({"stats": stats, "metrics": metrics}, indent=2))
+    log.info("eval on %s: %s", dataset_name, json.dumps(stats))
 
 
 def evaluate_model(model_name: str, ann: str, images: str | None = None, *, metric: str = "coco",
@@ -158,6 +97,7 @@ def evaluate_model(model_name: str, ann: str, images: str | None = None, *, metr
     """``metric`` of a zoo model (name or .safetensors path) on a dataset (see :mod:`training.evaluation.run`);
     COCO box AP by default, categories matched by name, dataset categories the model does not know left out."""
     import zoo
+
     from .evaluation.run import evaluate_on
 
     model = zoo.load(model_name, pretrained=True, progress=False)

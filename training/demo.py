@@ -4,37 +4,44 @@
     python -m training.demo --scratch --out data/demo_runs/scratch.safetensors                  # same recipe, scratch
 
 Training: OSBS_029, SOAP_061 and the YELL ``image_crop`` tile (377 crowns), sampled as random 256x256 windows with
-scale jitter, flips, 90-degree rotations and colour jitter. Held out: the YELL ``image_crop2`` tile (574 crowns,
-2299x2472), evaluated at native scale with COCO AP/AP50 (pycocotools, up to 1000 detections): in one pass over the
-whole tile (the model's resize set to scale 1; the headline figure) and as 400-px tiles with 64-px overlap merged by NMS.
+scale jitter, flips, 90-degree rotations and colour jitter, on the shared training engine (:class:`training.engine.
+Trainer`: AdamW, linear warmup then cosine, checkpoints in the run folder). Held out: the YELL ``image_crop2`` tile
+(574 crowns, 2299x2472), evaluated at native scale with COCO AP/AP50 (:mod:`training.evaluation.coco`, up to 1000
+detections): in one pass over the whole tile (the model's resize set to scale 1; the headline figure) and as 400-px
+tiles with 64-px overlap merged by NMS.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import math
 import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
-from torchvision.ops import batched_nms
 from PIL import Image
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+from torchvision.ops import batched_nms
 from torchvision.transforms.functional import pil_to_tensor
 
-from training.data.voc import read_voc_xml
-from training.demo_data import HELDOUT_TILE, TRAIN_TILES, TREE_LABELS, DemoData, ensure_demo_data
-from training.publish import write_text
 from zoo import checkpoint
 from zoo.hub import sha256_file
 from zoo.models.light import retinanet_lite0_fpn
 from zoo.preprocess import AERIAL_400
+
+from . import distributed
+from .data.voc import read_voc_xml
+from .demo_data import HELDOUT_TILE, TRAIN_TILES, TREE_LABELS, DemoData, ensure_demo_data
+from .engine import Trainer
+from .publish import write_text
+from .recipes import Recipe
 
 ARCH = "retinanet_lite0_fpn"
 MODEL_NAME = "retinanet_lite0_neon_trees"
@@ -60,24 +67,58 @@ def load_tile(data: DemoData, stem: str) -> Tile:
     return Tile(stem, image, ann.boxes)
 
 
-class WindowSampler:
-    """Random training windows: area-weighted tile choice, log-uniform scale, crop, pad to ``size``, flips/rot90."""
+@dataclass(frozen=True)
+class Window:
+    """One planned training window: which tile, the scale, the crop, the colour jitter and the flip/rotation."""
 
-    def __init__(self, tiles: list[Tile], size: int = CROP, scale: tuple[float, float] = (0.7, 1.4),
+    tile: int
+    scale: float
+    x0: int
+    y0: int
+    width: int  # crop size in tile pixels
+    height: int
+    brightness: float
+    contrast: float
+    saturation: float
+    flip: bool
+    rotations: int  # counter-clockwise quarter turns
+
+
+class WindowDataset(Dataset):
+    """Random training windows as a dataset: sample ``i`` is window ``i`` of a stream planned from ``seed``
+    (area-weighted tile choice, log-uniform scale, crop, colour jitter, flip, rot90), so a sample does not depend on
+    the order or the process that reads it and a resumed run sees the windows an uninterrupted one would.
+
+    A sample is ``(image [3, size, size] on [0, 1], {"boxes", "labels"})``: the crop resized by the scale, padded
+    to ``size``; boxes keep at least ``min_kept`` of their area inside the crop and 3 px per side.
+    """
+
+    def __init__(self, tiles: list[Tile], length: int, size: int = CROP, scale: tuple[float, float] = (0.7, 1.4),
                  min_kept: float = 0.45, seed: int = 0) -> None:
         self.tiles, self.size, self.scale, self.min_kept = tiles, size, scale, min_kept
-        self.weights = [t.image.shape[1] * t.image.shape[2] for t in tiles]
-        self.rng = random.Random(seed)
+        weights = [t.image.shape[1] * t.image.shape[2] for t in tiles]
+        rng = random.Random(seed)
+        self.windows = [self._plan(rng, weights) for _ in range(length)]
 
-    def sample(self) -> tuple[Tensor, dict[str, Tensor]]:
-        rng = self.rng
-        tile = rng.choices(self.tiles, self.weights)[0]
-        _, h, w = tile.image.shape
+    def _plan(self, rng: random.Random, weights: list[int]) -> Window:
+        tile = rng.choices(range(len(self.tiles)), weights)[0]
+        _, h, w = self.tiles[tile].image.shape
         s = math.exp(rng.uniform(math.log(self.scale[0]), math.log(self.scale[1])))
         cw, ch = min(w, round(self.size / s)), min(h, round(self.size / s))
         x0, y0 = rng.randint(0, w - cw), rng.randint(0, h - ch)
+        # Colour jitter: brightness, contrast, saturation, each +-15%.
+        jitter = (rng.uniform(0.85, 1.15), rng.uniform(0.85, 1.15), rng.uniform(0.85, 1.15))
+        return Window(tile, s, x0, y0, cw, ch, *jitter, flip=rng.random() < 0.5, rotations=rng.randrange(4))
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Tensor]]:
+        win, size = self.windows[index], self.size
+        tile = self.tiles[win.tile]
+        s, x0, y0, cw, ch = win.scale, win.x0, win.y0, win.width, win.height
         img = tile.image[:, y0:y0 + ch, x0:x0 + cw].float().div(255)
-        ow, oh = min(self.size, round(cw * s)), min(self.size, round(ch * s))
+        ow, oh = min(size, round(cw * s)), min(size, round(ch * s))
         img = F.interpolate(img[None], size=(oh, ow), mode="bilinear", antialias=True, align_corners=False)[0]
         boxes = tile.boxes - torch.tensor([x0, y0, x0, y0], dtype=torch.float32)
         area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
@@ -85,75 +126,71 @@ class WindowSampler:
         kept = (boxes[:, 2] - boxes[:, 0]).clamp(min=0) * (boxes[:, 3] - boxes[:, 1]).clamp(min=0)
         boxes = boxes[kept >= self.min_kept * area] * torch.tensor([ow / cw, oh / ch, ow / cw, oh / ch])
         boxes = boxes[((boxes[:, 2] - boxes[:, 0]) >= 3) & ((boxes[:, 3] - boxes[:, 1]) >= 3)]
-        # Colour jitter: brightness, contrast, saturation, each +-15%.
-        img = img * rng.uniform(0.85, 1.15)
+        img = img * win.brightness
         mean = img.mean()
-        img = (img - mean) * rng.uniform(0.85, 1.15) + mean
+        img = (img - mean) * win.contrast + mean
         grey = img.mean(0, keepdim=True)
-        img = ((img - grey) * rng.uniform(0.85, 1.15) + grey).clamp(0, 1)
-        canvas = torch.zeros(3, self.size, self.size)
+        img = ((img - grey) * win.saturation + grey).clamp(0, 1)
+        canvas = torch.zeros(3, size, size)
         canvas[:, :oh, :ow] = img
         img = canvas
-        if rng.random() < 0.5:
-            img, boxes = img.flip(2), torch.stack([self.size - boxes[:, 2], boxes[:, 1], self.size - boxes[:, 0],
+        if win.flip:
+            img, boxes = img.flip(2), torch.stack([size - boxes[:, 2], boxes[:, 1], size - boxes[:, 0],
                                                    boxes[:, 3]], 1)
-        for _ in range(rng.randrange(4)):  # rot90 counter-clockwise: (x, y) -> (y, size - x)
+        for _ in range(win.rotations):  # rot90 counter-clockwise: (x, y) -> (y, size - x)
             img = img.rot90(1, (1, 2))
-            boxes = torch.stack([boxes[:, 1], self.size - boxes[:, 2], boxes[:, 3], self.size - boxes[:, 0]], 1)
+            boxes = torch.stack([boxes[:, 1], size - boxes[:, 2], boxes[:, 3], size - boxes[:, 0]], 1)
         target = {"boxes": boxes.reshape(-1, 4), "labels": torch.ones(len(boxes), dtype=torch.int64)}
         return img.contiguous(), target
 
-    def batch(self, n: int) -> tuple[list[Tensor], list[dict[str, Tensor]]]:
-        images, targets = zip(*(self.sample() for _ in range(n)))
-        return list(images), list(targets)
+    def batches(self, batch: int) -> Callable[[int], list[list[int]]]:
+        """The Trainer's ``batches``: windows in planned order, ``batch`` per iteration, from a start iteration."""
+        return lambda start: [list(range(i * batch, (i + 1) * batch)) for i in range(start, len(self) // batch)]
 
 
-def build_model(pretrained_backbone: Path | None) -> nn.Module:
-    return retinanet_lite0_fpn(len(CATEGORIES) + 1, pretrained_backbone=str(pretrained_backbone)
-                               if pretrained_backbone else None)
+def build_model(pretrained_backbone: Path | None, box_loss: str = "giou") -> nn.Module:
+    """The demo detector with ``box_loss`` as RetinaNet's box regression loss."""
+    model = retinanet_lite0_fpn(len(CATEGORIES) + 1, pretrained_backbone=str(pretrained_backbone)
+                                if pretrained_backbone else None)
+    # torchvision's RetinaNetRegressionHead reads its loss from ``_loss_type`` ("l1" unless set; torchvision's
+    # retinanet_resnet50_fpn_v2 sets "giou" the same way) and RetinaNet has no public argument for it.
+    # tests/test_demo_model.py checks that the attribute exists and changes the loss.
+    model.head.regression_head._loss_type = box_loss
+    return model
 
 
-def set_train_mode(model: nn.Module, pretrained: bool) -> None:
-    """Train mode. With an ImageNet backbone its BatchNorms keep their statistics and affine parameters, and the
-    stem and the stride-2/4 blocks (0-2) stay frozen (as torchvision's trainable_layers=3 does): they cost most of the
-    backward pass at high resolution and learn little from 377 boxes."""
-    model.train()
-    if not pretrained:
-        return
+def freeze_backbone(model: nn.Module) -> None:
+    """With an ImageNet backbone: its BatchNorm affine parameters, the stem and the stride-2/4 blocks (0-2) stay
+    fixed (as torchvision's trainable_layers=3 does): they cost most of the backward pass at high resolution and learn
+    little from 377 boxes. Call before the optimizer is built."""
     body = model.backbone.body
     for m in body.modules():
         if isinstance(m, nn.BatchNorm2d):
-            m.eval()
             m.weight.requires_grad_(False)
             m.bias.requires_grad_(False)
+    # ``_conv_stem`` / ``_blocks`` carry EfficientNet-PyTorch's names so that its ImageNet checkpoint loads strictly
+    # (zoo.models.light); tests/test_demo_model.py checks them.
     for m in (body._conv_stem, *body._blocks[:3]):
         m.requires_grad_(False)
 
 
-def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+def train_mode_frozen_bn(model: nn.Module) -> None:
+    """Training mode with the backbone's BatchNorm in eval mode (its ImageNet statistics kept)."""
+    model.train()
+    for m in model.backbone.body.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.eval()
 
 
-def lr_at(step: int, total: int, base: float, warmup: int) -> float:
-    if step < warmup:
-        return base * (0.1 + 0.9 * step / warmup)
-    return base * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: list[Tensor],
-               targets: list[dict[str, Tensor]], clip: float = 10.0) -> dict[str, float]:
-    losses = model(images, targets)
-    total = sum(losses.values())
-    optimizer.zero_grad(set_to_none=True)
-    total.backward()
-    nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], clip)
-    optimizer.step()
-    return {k: float(v.detach()) for k, v in losses.items()} | {"loss": float(total.detach())}
+def demo_recipe(args: argparse.Namespace) -> Recipe:
+    """The demo's training recipe for the shared :class:`~training.engine.Trainer`."""
+    return Recipe(
+        name=MODEL_NAME, arch=ARCH, source="training/demo.py: NEON tree crowns, random windows",
+        lr=args.lr, batch_size=args.batch, ims_per_gpu=args.batch, optimizer="adamw",
+        weight_decay=args.weight_decay, schedule="warmup_cosine", max_iter=args.iters, steps=(),
+        warmup_iters=args.warmup, warmup_factor=0.1, clip_grad=10.0, min_sizes=(args.window,),
+        max_size=args.window, amp=False, seed=args.seed, num_workers=0, checkpoint_period=100, log_period=20,
+        extra={"box_loss": args.box_loss, "scratch": args.scratch})
 
 
 @torch.no_grad()
@@ -193,32 +230,30 @@ def predict_tiled(model: nn.Module, image: Tensor, window: int = 400, overlap: i
     return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
 
 
-def coco_ap(pred: dict[str, Tensor], gt_boxes: Tensor, size: tuple[int, int]) -> dict[str, float]:
-    """COCO box AP and AP50 (pycocotools) for one image, maxDets 1000 (the tile holds 574 crowns)."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
+def _xywh(boxes: Tensor) -> Tensor:
+    return torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1)
 
-    def xywh(b: Tensor) -> list[float]:
-        return [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])]
 
+def heldout_ap(pred: dict[str, Tensor], gt_boxes: Tensor, size: tuple[int, int]) -> dict[str, float]:
+    """COCO box AP (up to 100 detections) and AP50 (up to 1000: the held-out tile holds 574 crowns) of one image's
+    tree detections (:func:`training.evaluation.coco.evaluate_coco`)."""
+    from .evaluation.coco import evaluate_coco
+
+    trees = pred["labels"] == 1
+    if not bool(trees.any()):
+        return {"AP": 0.0, "AP50": 0.0}
+    gt_xywh = _xywh(gt_boxes)
     gt = {"images": [{"id": 1, "height": size[0], "width": size[1]}], "categories": [{"id": 1, "name": "tree"}],
-          "annotations": [{"id": i + 1, "image_id": 1, "category_id": 1, "bbox": xywh(b), "iscrowd": 0,
-                           "area": float((b[2] - b[0]) * (b[3] - b[1]))} for i, b in enumerate(gt_boxes)]}
-    dets = [{"image_id": 1, "category_id": 1, "bbox": xywh(b), "score": float(s)}
-            for b, s, lab in zip(pred["boxes"], pred["scores"], pred["labels"]) if int(lab) == 1]
-    with contextlib.redirect_stdout(io.StringIO()):
-        cg = COCO()
-        cg.dataset = gt
-        cg.createIndex()
-        if not dets:
-            return {"AP": 0.0, "AP50": 0.0}
-        cd = cg.loadRes(dets)
-        ev = COCOeval(cg, cd, "bbox")
-        ev.params.maxDets = [10, 100, 1000]
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return {"AP": float(ev.stats[0]), "AP50": float(ev.stats[1])}
+          "annotations": [{"id": i + 1, "image_id": 1, "category_id": 1, "bbox": b.tolist(), "iscrowd": 0,
+                           "area": float(b[2] * b[3])} for i, b in enumerate(gt_xywh)]}
+    n = int(trees.sum())
+    detections = {"image_id": np.ones(n, np.int64), "category_id": np.ones(n, np.int64),
+                  "bbox": _xywh(pred["boxes"][trees]).double().numpy(), "score": pred["scores"][trees].double().numpy()}
+    # The figures pycocotools' summarize() prints for maxDets [10, 100, 1000]: AP at 100 detections (its hard-coded
+    # maxDets for AP), AP50 at 1000. The model card cites these.
+    ap = evaluate_coco(gt, detections, max_dets=(10, 100)).stats["AP"]
+    ap50 = evaluate_coco(gt, detections, max_dets=(10, 100, 1000)).stats["AP50"]
+    return {"AP": ap, "AP50": ap50}
 
 
 def evaluate_heldout(model: nn.Module, tile: Tile, tiled: bool = False) -> dict[str, float]:
@@ -226,8 +261,21 @@ def evaluate_heldout(model: nn.Module, tile: Tile, tiled: bool = False) -> dict[
     t0 = time.perf_counter()
     image = tile.image.float().div(255)
     pred = predict_tiled(model, image) if tiled else predict_native(model, image)
-    out = coco_ap(pred, tile.boxes, tuple(tile.image.shape[1:]))
+    out = heldout_ap(pred, tile.boxes, tuple(tile.image.shape[1:]))
     return out | {"detections": int(len(pred["boxes"])), "eval_s": round(time.perf_counter() - t0, 1)}
+
+
+def heldout_hook(tile: Tile, every: int, history: list[dict]) -> Callable[[Trainer], None]:
+    """A Trainer hook: every ``every`` iterations before the last, the held-out figures into ``history``."""
+    def hook(trainer: Trainer) -> None:
+        it = trainer.iteration
+        if it % every == 0 and it < trainer.recipe.max_iter:
+            ev = evaluate_heldout(trainer.model, tile)
+            trainer.enter_train_mode()
+            history.append({"iter": it, **ev})
+            print(f"eval it {it}: {ev}", flush=True)
+
+    return hook
 
 
 def save_weights(model: nn.Module, out: Path) -> None:
@@ -261,6 +309,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--baseline", type=Path, default=None,
                    help="JSON report of the other run (e.g. the scratch one) to record beside this run's figures")
     p.add_argument("--report", type=Path, default=None, help="also write the run report here")
+    p.add_argument("--run-dir", type=Path, default=None,
+                   help="training run folder: checkpoints and metrics (default runs/demo/<--out stem>); a run "
+                        "stopped there resumes when the same command runs again")
+    p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
 
@@ -274,29 +326,24 @@ def main(argv: list[str] | None = None) -> dict:
     train_tiles = [load_tile(data, s) for s in TRAIN_TILES]
     heldout = load_tile(data, HELDOUT_TILE)
     pretrained = None if args.scratch else data.lite0_weights
-    model = build_model(pretrained)
-    model.head.regression_head._loss_type = args.box_loss  # torchvision's switch (its RetinaNet v2 uses giou)
-    set_train_mode(model, pretrained is not None)
-    opt = make_optimizer(model, args.lr, args.weight_decay)
-    sampler = WindowSampler(train_tiles, size=args.window, seed=args.seed)
-    model.transform.min_size, model.transform.max_size = (args.window,), args.window  # windows at scale 1
+    model = build_model(pretrained, args.box_loss)
+    if pretrained is not None:
+        freeze_backbone(model)
+    recipe = demo_recipe(args)
+    windows = WindowDataset(train_tiles, args.iters * args.batch, size=args.window, seed=args.seed)
+    history: list[dict] = []
+    trainer = Trainer(model, windows, recipe, args.run_dir or Path("runs") / "demo" / args.out.stem,
+                      distributed.setup("cpu"), progress=not args.no_progress,
+                      hooks=[heldout_hook(heldout, args.eval_every, history)] if args.eval_every else (),
+                      train_mode=nn.Module.train if pretrained is None else train_mode_frozen_bn,
+                      batches=windows.batches(args.batch))
     n_train = sum(len(t.boxes) for t in train_tiles)
     print(f"train tiles {[t.name for t in train_tiles]} ({n_train} boxes); held out {heldout.name} "
-          f"({len(heldout.boxes)} boxes); backbone {'scratch' if args.scratch else 'ImageNet'}", flush=True)
-    history, t0, running = [], time.perf_counter(), {}
-    for step in range(args.iters):
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, args.iters, args.lr, args.warmup)
-        losses = train_step(model, opt, *sampler.batch(args.batch))
-        running = {k: 0.9 * running.get(k, v) + 0.1 * v for k, v in losses.items()}
-        if (step + 1) % 20 == 0:
-            print(f"it {step + 1}/{args.iters} {time.perf_counter() - t0:.0f}s lr {opt.param_groups[0]['lr']:.2e} "
-                  + " ".join(f"{k} {v:.3f}" for k, v in running.items()), flush=True)
-        if args.eval_every and (step + 1) % args.eval_every == 0 and step + 1 < args.iters:
-            ev = evaluate_heldout(model, heldout)
-            set_train_mode(model, pretrained is not None)
-            history.append({"iter": step + 1, **ev})
-            print(f"eval it {step + 1}: {ev}", flush=True)
+          f"({len(heldout.boxes)} boxes); backbone {'scratch' if args.scratch else 'ImageNet'}; "
+          f"run folder {trainer.out_dir}", flush=True)
+    t0 = time.perf_counter()
+    if trainer.fit()["interrupted"]:
+        raise SystemExit(f"stopped at iteration {trainer.iteration}; run the same command again to resume")
     train_s = time.perf_counter() - t0
     final = evaluate_heldout(model, heldout)
     tiled = evaluate_heldout(model, heldout, tiled=True)
@@ -312,15 +359,16 @@ def main(argv: list[str] | None = None) -> dict:
                  "heldout": {heldout.name: len(heldout.boxes)},
                  "sha256": {p.name: sha256_file(p) for s in (*TRAIN_TILES, HELDOUT_TILE)
                             for p in (data.image(s), data.annotation(s))}},
-        "recipe": {"iters": args.iters, "batch": args.batch, "window": args.window, "scale_jitter": list(sampler.scale),
-                   "augment": "flip, rot90, colour jitter 15%", "optimizer": "AdamW", "lr": args.lr, "box_loss": args.box_loss,
-                   "weight_decay": args.weight_decay, "warmup": args.warmup, "schedule": "cosine",
-                   "backbone": "all trained" if args.scratch else "BN frozen, stem + blocks 0-2 frozen",
-                   "threads": args.threads,
-                   "seed": args.seed},
-        "evaluation": "held-out tile at native scale, score >= 0.05, up to 1000 detections, pycocotools COCOeval "
-                      "bbox with maxDets [10, 100, 1000]; metrics: one pass over the whole tile (min_size = short "
-                      "side); metrics_tiled_400: 400-px tiles, 64-px overlap, merged by NMS",
+        "recipe": {"iters": args.iters, "batch": args.batch, "window": args.window, "scale_jitter": list(windows.scale),
+                   "augment": "flip, rot90, colour jitter 15%", "optimizer": "AdamW", "lr": args.lr,
+                   "box_loss": args.box_loss, "weight_decay": args.weight_decay, "warmup": args.warmup,
+                   "schedule": "cosine", "backbone": "all trained" if args.scratch else
+                   "BN frozen, stem + blocks 0-2 frozen", "threads": args.threads, "seed": args.seed},
+        "evaluation": "held-out tile at native scale, score >= 0.05, up to 1000 detections, COCO bbox "
+                      "evaluation (training.evaluation.coco, pycocotools' rules): AP at maxDets 100 and AP50 at "
+                      "maxDets 1000, as pycocotools' summarize() reports them for maxDets [10, 100, 1000]; metrics: "
+                      "one pass over the whole tile (min_size = short side); metrics_tiled_400: 400-px tiles, 64-px "
+                      "overlap, merged by NMS",
         "metrics": {"AP": round(final["AP"], 4), "AP50": round(final["AP50"], 4)},
         "metrics_tiled_400": {"AP": round(tiled["AP"], 4), "AP50": round(tiled["AP50"], 4)},
         "history": history,

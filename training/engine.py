@@ -1,4 +1,5 @@
-"""The training loop: SGD with warmup + multi-step, poly or cosine decay, AMP, gradient clipping, DDP, exact resume.
+"""The training loop: the recipe's optimizer and schedule (:mod:`training.optim`), AMP, gradient clipping, DDP, exact
+resume.
 
 - AMP: fp16 with a grad scaler on GPU, bf16 autocast on CPU (``recipe.amp``).
 - DDP: one process per device under ``torchrun``; global batch = ``ims_per_gpu`` x world size; the sampler hands each
@@ -15,17 +16,14 @@
 """
 from __future__ import annotations
 
-import bisect
 import csv
 import json
 import logging
-import math
 import signal
 import time
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -38,6 +36,7 @@ from zoo.atomic import atomic_write, remove_stale
 from . import checkpoint as ckpt
 from . import distributed as dist_utils
 from .distributed import Context
+from .optim import build_optimizer, build_scheduler
 from .recipes import Recipe
 from .sampler import GroupedBatchSampler
 
@@ -48,42 +47,6 @@ CHECKPOINT = "last.pt"
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; the run stopped without applying that step."""
-
-
-@dataclass(frozen=True)
-class LRFactor:
-    """lr multiplier at an iteration: linear warmup, then multi-step (x ``gamma`` at each step) or poly decay.
-    A plain dataclass so the scheduler's state dict stores it as data."""
-
-    schedule: str
-    max_iter: int
-    steps: tuple[int, ...]
-    gamma: float
-    warmup_iters: int
-    warmup_factor: float
-    power: float = 0.9
-    min_ratio: float = 0.0
-
-    def __call__(self, it: int) -> float:
-        if self.schedule == "poly":
-            t = min(it, self.max_iter) / self.max_iter
-            factor = (1.0 - t) ** self.power * (1.0 - self.min_ratio) + self.min_ratio
-        elif self.schedule == "cosine":
-            t = min(it, self.max_iter) / self.max_iter
-            factor = 0.5 * (1.0 + math.cos(math.pi * t)) * (1.0 - self.min_ratio) + self.min_ratio
-        elif self.schedule == "multistep":
-            factor = self.gamma ** bisect.bisect_right(self.steps, it)
-        else:
-            raise ValueError(f"unknown schedule {self.schedule!r}: 'multistep', 'poly' or 'cosine'")
-        if it < self.warmup_iters:
-            alpha = it / self.warmup_iters
-            factor *= self.warmup_factor * (1.0 - alpha) + alpha
-        return factor
-
-
-def lr_factor(recipe: Recipe) -> LRFactor:
-    return LRFactor(recipe.schedule, recipe.max_iter, tuple(recipe.steps), recipe.gamma, recipe.warmup_iters,
-                    recipe.warmup_factor, recipe.poly_power, recipe.min_lr / recipe.lr if recipe.lr else 0.0)
 
 
 def detection_collate(batch: list) -> tuple[list, list]:
@@ -156,48 +119,73 @@ class MetricsLog:
             self.tb.close()
 
 
+# torchvision's GeneralizedRCNNTransform skips its resize in training when ``_skip_resize`` is set (a constructor
+# keyword of the class, read in ``resize``; torchvision's reference scripts use it for large-scale jitter). There is
+# no public switch; tests/test_training_engine.py checks that the attribute exists and has that effect.
+SKIP_RESIZE_ATTR = "_skip_resize"
+
+Batches = Iterable[list]
+
+
 class Trainer:
     """Train ``model`` on ``dataset`` with ``recipe`` in ``out_dir`` (the run folder).
 
     ``dataset[(index, seed)]`` returns ``(image, target)``; detection models are called ``model(images, targets)``
     and return a dict of losses; segmentation models return ``{"out": logits[, "aux"]}`` and targets carry ``mask``.
+
+    ``hooks`` are called with the trainer after every iteration (checkpoint saved), on every rank. ``train_mode``
+    puts the model in training mode (default ``model.train()``; e.g. to keep frozen BatchNorm in eval mode).
+    ``batches(start_iteration)`` replaces the grouped sampler: the batches of dataset keys from that iteration on
+    (e.g. a dataset whose samples are already a planned random stream, read in order).
     """
 
     def __init__(self, model: nn.Module, dataset: Dataset, recipe: Recipe, out_dir: str | Path, ctx: Context, *,
-                 progress: bool = True, hooks: Sequence[Callable[[Trainer], None]] = ()) -> None:
+                 progress: bool = True, hooks: Sequence[Callable[[Trainer], None]] = (),
+                 train_mode: Callable[[nn.Module], object] = nn.Module.train,
+                 batches: Callable[[int], Batches] | None = None) -> None:
         self.recipe = recipe
         self.dataset = dataset
         self.ctx = ctx
         self.out_dir = Path(out_dir)
         self.progress = progress
-        self.hooks = list(hooks)  # called with the trainer after every iteration (checkpoint saved), on every rank
+        self.hooks = list(hooks)
+        self.train_mode = train_mode
+        self.batches = batches
         self.iteration = 0
         self._stop_requested = False
         self.segmentation = recipe.task == "segmentation"
+        self.model, self.net = self._place(model)
+        self.optimizer = build_optimizer(self.model, recipe)
+        self.scheduler = build_scheduler(self.optimizer, recipe)
+        self.use_amp = recipe.amp
+        self.amp_dtype = torch.float16 if ctx.device.type == "cuda" else torch.bfloat16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=recipe.amp and ctx.device.type == "cuda")
 
+    def _place(self, model: nn.Module) -> tuple[nn.Module, nn.Module]:
+        """The model on the device (SyncBN, channels-last, no resize of pre-resized batches) and the module the loop
+        calls (DDP-wrapped when distributed)."""
+        recipe, ctx = self.recipe, self.ctx
         if recipe.sync_bn:
             if ctx.distributed and ctx.device.type == "cuda":
                 model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
             else:
                 log.info("sync_bn: kept per-process BatchNorm (SyncBN needs several CUDA processes)")
-        self.model = model.to(ctx.device)
+        model = model.to(ctx.device)
         if recipe.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        transform = getattr(self.model, "transform", None)
-        if transform is not None and hasattr(transform, "_skip_resize"):
-            transform._skip_resize = True  # the data pipeline already resized (recipe min_sizes/max_size)
-        self.net: nn.Module = self.model
+            model = model.to(memory_format=torch.channels_last)
+        transform = getattr(model, "transform", None)
+        if transform is not None and hasattr(transform, SKIP_RESIZE_ATTR):
+            setattr(transform, SKIP_RESIZE_ATTR, True)  # the data pipeline already resized the images
+        net = model
         if ctx.distributed:
-            self.net = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None)
+            net = nn.parallel.DistributedDataParallel(
+                model, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None)
+        return model, net
 
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum,
-                                         weight_decay=recipe.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(recipe))
-        self.use_amp = recipe.amp
-        self.amp_dtype = torch.float16 if ctx.device.type == "cuda" else torch.bfloat16
-        self.scaler = torch.amp.GradScaler("cuda", enabled=recipe.amp and ctx.device.type == "cuda")
+    def enter_train_mode(self) -> None:
+        """Training mode for the loop (again after a hook evaluated the model)."""
+        self.net.train()
+        self.train_mode(self.model)
 
     # ------------------------------------------------------------------------------------------------ resume
 
@@ -241,12 +229,15 @@ class Trainer:
     # ------------------------------------------------------------------------------------------------ loop
 
     def _loader(self) -> DataLoader:
-        ratios = self.dataset.aspect_ratios() if hasattr(self.dataset, "aspect_ratios") else None
-        sampler = GroupedBatchSampler(ratios, len(self.dataset), self.recipe.ims_per_gpu,
-                                      world_size=self.ctx.world_size, rank=self.ctx.rank, seed=self.recipe.seed,
-                                      start_iter=self.iteration, max_iter=self.recipe.max_iter,
-                                      group=not self.segmentation)
-        return DataLoader(self.dataset, batch_sampler=sampler, num_workers=self.recipe.num_workers,
+        if self.batches is not None:
+            batch_sampler: Batches = self.batches(self.iteration)
+        else:
+            ratios = self.dataset.aspect_ratios() if hasattr(self.dataset, "aspect_ratios") else None
+            batch_sampler = GroupedBatchSampler(ratios, len(self.dataset), self.recipe.ims_per_gpu,
+                                                world_size=self.ctx.world_size, rank=self.ctx.rank,
+                                                seed=self.recipe.seed, start_iter=self.iteration,
+                                                max_iter=self.recipe.max_iter, group=not self.segmentation)
+        return DataLoader(self.dataset, batch_sampler=batch_sampler, num_workers=self.recipe.num_workers,
                           collate_fn=segmentation_collate if self.segmentation else detection_collate,
                           pin_memory=self.ctx.device.type == "cuda")
 
@@ -267,9 +258,46 @@ class Trainer:
         targets = [{k: v.to(dev, non_blocking=True) for k, v in t.items()} for t in targets]
         return self.net(images, targets)
 
-    def _on_sigterm(self, signum, frame) -> None:
+    def _on_sigterm(self, _signum, _frame) -> None:
         log.warning("SIGTERM: finishing this iteration, then saving a checkpoint")
         self._stop_requested = True
+
+    def _forward(self, images, targets) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """The loss terms and their sum (under autocast when the recipe asks for AMP)."""
+        autocast = torch.autocast(self.ctx.device.type, dtype=self.amp_dtype) if self.use_amp else nullcontext()
+        with autocast:
+            losses = self._losses(images, targets)
+            loss = sum(losses.values())
+        return losses, loss
+
+    def _agree(self, losses: dict[str, torch.Tensor], loss: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        """Loss terms averaged over ranks, and whether any rank was asked to stop; raises
+        :class:`NonFiniteLossError` (on every rank) when any rank's loss is not finite."""
+        flags = torch.tensor([float(v.detach()) for v in losses.values()]
+                             + [float(not torch.isfinite(loss)), float(self._stop_requested)], dtype=torch.float64)
+        stop_flags = dist_utils.all_reduce_max(flags[-2:].clone())
+        means = dist_utils.all_reduce_mean(flags[:-2].clone())
+        if stop_flags[0] > 0:
+            where = self.checkpoint_path if self.checkpoint_path.is_file() else "none written yet"
+            shown = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
+            raise NonFiniteLossError(
+                f"loss is not finite at iteration {self.iteration + 1} ({shown}); stopped before the "
+                f"update. Last good checkpoint: {where}. Lower the lr or check the data of this batch.")
+        return means, bool(stop_flags[1] > 0)
+
+    def _update(self, loss: torch.Tensor) -> float:
+        """Backward, clip, optimizer and scheduler step; returns the lr the step used."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.recipe.clip_grad:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.recipe.clip_grad)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.scheduler.step()
+        self.iteration += 1
+        return lr
 
     def fit(self) -> dict:
         """Train to ``recipe.max_iter`` (from the checkpoint if one exists). Returns ``{"iteration", "interrupted"}``."""
@@ -278,57 +306,18 @@ class Trainer:
         if self.ctx.is_main:
             remove_stale(self.out_dir)
         self.resume()
-        metrics = MetricsLog(self.out_dir, self.iteration) if self.ctx.is_main else None
+        log_rows = _RowLog(self, MetricsLog(self.out_dir, self.iteration)) if self.ctx.is_main else None
         previous = signal.signal(signal.SIGTERM, self._on_sigterm)
-        bar = None
-        if self.ctx.is_main and self.progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=r.max_iter, initial=self.iteration, desc=r.name, dynamic_ncols=True, mininterval=1.0)
         interrupted = False
-        self.net.train()
-        t_last, it_last = time.perf_counter(), self.iteration
+        self.enter_train_mode()
         try:
             for images, targets in self._loader():
-                autocast = (torch.autocast(self.ctx.device.type, dtype=self.amp_dtype) if self.use_amp
-                            else nullcontext())
-                with autocast:
-                    losses = self._losses(images, targets)
-                    loss = sum(losses.values())
-                flags = torch.tensor([float(v.detach()) for v in losses.values()]
-                                     + [float(not torch.isfinite(loss)), float(self._stop_requested)],
-                                     dtype=torch.float64)
-                stop_flags = dist_utils.all_reduce_max(flags[-2:].clone())
-                means = dist_utils.all_reduce_mean(flags[:-2].clone())
-                if stop_flags[0] > 0:
-                    where = self.checkpoint_path if self.checkpoint_path.is_file() else "none written yet"
-                    shown = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
-                    raise NonFiniteLossError(
-                        f"loss is not finite at iteration {self.iteration + 1} ({shown}); stopped before the "
-                        f"update. Last good checkpoint: {where}. Lower the lr or check the data of this batch.")
-                self.optimizer.zero_grad(set_to_none=True)
-                self.scaler.scale(loss).backward()
-                if r.clip_grad:
-                    self.scaler.unscale_(self.optimizer)
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), r.clip_grad)
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                lr = self.optimizer.param_groups[0]["lr"]
-                self.scheduler.step()
-                self.iteration += 1
-
-                if metrics is not None and (self.iteration % r.log_period == 0 or self.iteration == r.max_iter):
-                    now = time.perf_counter()
-                    row = {"iteration": self.iteration, "lr": lr, "loss": float(means.sum()),
-                           **{k: float(v) for k, v in zip(losses, means)},
-                           "iter_time": (now - t_last) / max(1, self.iteration - it_last)}
-                    t_last, it_last = now, self.iteration
-                    metrics.write(row)
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{lr:.3g}", refresh=False)
-                if bar is not None:
-                    bar.update(1)
-                if stop_flags[1] > 0:
+                losses, loss = self._forward(images, targets)
+                means, stop = self._agree(losses, loss)
+                lr = self._update(loss)
+                if log_rows is not None:
+                    log_rows.add(lr, list(losses), means)
+                if stop:
                     self.save_checkpoint()
                     interrupted = True
                     break
@@ -338,11 +327,44 @@ class Trainer:
                     hook(self)
         finally:
             signal.signal(signal.SIGTERM, previous)
-            if bar is not None:
-                bar.close()
-            if metrics is not None:
-                metrics.close()
+            if log_rows is not None:
+                log_rows.close()
         return {"iteration": self.iteration, "interrupted": interrupted}
+
+
+class _RowLog:
+    """The main process's view of a run: a metrics row every ``log_period`` iterations (and at the end) and the
+    progress bar."""
+
+    def __init__(self, trainer: Trainer, metrics: MetricsLog) -> None:
+        self.trainer, self.metrics = trainer, metrics
+        self.t_last, self.it_last = time.perf_counter(), trainer.iteration
+        self.bar = None
+        if trainer.progress:
+            from tqdm import tqdm
+
+            r = trainer.recipe
+            self.bar = tqdm(total=r.max_iter, initial=trainer.iteration, desc=r.name, dynamic_ncols=True,
+                            mininterval=1.0)
+
+    def add(self, lr: float, names: list[str], means: torch.Tensor) -> None:
+        it, r = self.trainer.iteration, self.trainer.recipe
+        if it % r.log_period == 0 or it == r.max_iter:
+            now = time.perf_counter()
+            row = {"iteration": it, "lr": lr, "loss": float(means.sum()),
+                   **{k: float(v) for k, v in zip(names, means)},
+                   "iter_time": (now - self.t_last) / max(1, it - self.it_last)}
+            self.t_last, self.it_last = now, it
+            self.metrics.write(row)
+            if self.bar is not None:
+                self.bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{lr:.3g}", refresh=False)
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.metrics.close()
 
 
 def seed_everything(seed: int) -> None:
@@ -367,6 +389,8 @@ def predict_coco(model: nn.Module, dataset, device: torch.device | str = "cpu", 
     """Run a detector over a :class:`~training.data.coco.CocoDetection` set and return COCO results as arrays
     (``image_id``, ``category_id``, ``bbox`` xywh, ``score``); labels with no category in the dataset are dropped."""
     label_to_id = np.full(len(dataset.categories) + 1, -1, dtype=np.int64)
+    # CocoDetection._label_of: the label of each annotation-file category (0 or -1 where dropped), which the data
+    # module keeps private; tests/test_training_data.py checks its contents.
     for pos, label in enumerate(dataset._label_of.tolist()):
         if label > 0 and label_to_id[label] < 0:
             label_to_id[label] = dataset.index.category_ids[pos]

@@ -4,7 +4,8 @@
   weights than an ImageNet one, so the finetuning learning rate is the ImageNet recipe's scaled by the ratio of their
   L2 norms: ``lr = base_lr * ||W_pretrained||_2 / ||W_imagenet||_2``. The paper reports a ratio of about 0.15, which
   turns COCO's 0.02 into 0.003. We compute the ratio from the actual weights and log it.
-- Linear scaling (Goyal et al. 2017, "Accurate, Large Minibatch SGD"): lr proportional to the global batch.
+- Linear scaling (Goyal et al. 2017, "Accurate, Large Minibatch SGD": lr proportional to the global batch) is
+  :meth:`training.recipes.Recipe.for_batch`.
 """
 from __future__ import annotations
 
@@ -59,6 +60,3 @@ def l2_scaled_lr(base_lr: float, pretrained: Mapping[str, torch.Tensor], imagene
              ratio, base_lr, lr)
     return lr
 
-
-def linear_scaled_lr(lr: float, batch: int, reference_batch: int) -> float:
-    return lr * batch / reference_batch

@@ -36,9 +36,10 @@ class Recipe:
     # optimisation
     lr: float = 0.02
     batch_size: int = 16  # global batch the lr is given for
-    momentum: float = 0.9
+    optimizer: str = "sgd"  # "sgd" | "adamw" (no decay on biases and norms); see training/optim.py
+    momentum: float = 0.9  # SGD only
     weight_decay: float = 1e-4
-    schedule: str = "multistep"  # "multistep" | "poly"
+    schedule: str = "multistep"  # "multistep" | "poly" | "cosine" | "warmup_cosine" (training/optim.py)
     max_iter: int = 90_000
     steps: tuple[int, ...] = (60_000, 80_000)
     gamma: float = 0.1

@@ -87,6 +87,8 @@ def _coco(model: nn.Module, ann: str | Path, images: str | Path, device: str, ba
 
     dataset = CocoDetection(ann, images, categories=list(model.categories), on_unknown="skip", skip_empty=False)
     detections = predict_coco(model, dataset, device, batch_size)
+    # CocoDetection._label_of (private to the data module; checked by tests/test_training_data.py): the label of
+    # each annotation-file category, 0 or -1 where the model has none.
     known = sorted({int(dataset.index.category_ids[p]) for p, label in enumerate(dataset._label_of.tolist())
                     if label > 0})
     return evaluate_coco(ann, detections, categories=known).stats
@@ -100,6 +102,8 @@ def _voc(model: nn.Module, root: Path, split: str, use_07_metric: bool, device: 
     dataset = VocDetection(root, split, categories=list(model.categories), on_unknown="skip")
     gt = []
     for item in dataset.items:
+        # VocDetection._label (private to the data module): class name -> model label, 0 or -1 for classes the
+        # model lacks; tests/test_evaluation_cli.py's VOC runs fail if it changes.
         labels = np.array([dataset._label[n] for n in item.names], dtype=np.int64)
         keep = labels > 0
         gt.append({"boxes": item.boxes.numpy()[keep], "labels": labels[keep],
