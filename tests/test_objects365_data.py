@@ -191,3 +191,19 @@ def test_fix_name_corrects_the_v2_typos_only():
     assert fixed["Hotair ballon"] == "Hotair balloon" and fixed["Table Tennis "] == "Table Tennis"
     assert all(normalize_name(fix_name(n)) == normalize_name(n) and fix_name(n) == fix_name(n).strip()
                for n in OBJECTS365_V2)
+
+
+def test_check_names_unreadable_images(tmp_path):
+    from training.data.index import AnnotationIndex
+
+    images = tmp_path / "val"
+    (images / "a").mkdir(parents=True)
+    (images / "a" / "good.jpg").write_bytes(_jpeg((40, 30)))
+    (images / "a" / "broken.jpg").write_bytes(b"not a jpeg")
+    doc = {"images": [{"id": 1, "file_name": "a/good.jpg", "width": 40, "height": 30},
+                      {"id": 2, "file_name": "a/broken.jpg", "width": 40, "height": 30}],
+           "annotations": [], "categories": CATEGORIES}
+    (tmp_path / "ann.json").write_text(json.dumps(doc))
+    result = o365.check(AnnotationIndex.load(tmp_path / "ann.json"), images, progress=False)
+    assert result.found == {0: "a/good.jpg"} and not result.missing
+    assert len(result.mismatched) == 1 and result.mismatched[0].startswith("a/broken.jpg: unreadable")
