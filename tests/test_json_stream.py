@@ -71,3 +71,9 @@ def test_garbage_collector_is_restored_however_the_iteration_ends(tmp_path):
     batches.close()  # abandoned half way
     assert gc.isenabled()
     assert [k for k, _ in iter_lists(path)] == ["a", "b"] and gc.isenabled()
+
+
+def test_utf8_byte_order_mark_is_skipped(tmp_path):
+    path = tmp_path / "bom.json"
+    path.write_bytes("\ufeff".encode() + json.dumps({"images": [{"file_name": "ü.jpg"}]}).encode())
+    assert list(iter_lists(path)) == [("images", [{"file_name": "ü.jpg"}])]

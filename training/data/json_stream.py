@@ -37,7 +37,7 @@ def iter_lists(path: str | Path, chunk_chars: int = CHUNK_CHARS) -> Iterator[tup
     enabled = gc.isenabled()
     gc.disable()
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # a byte-order mark, if any, is not content
             yield from _Reader(f, chunk_chars).lists()
     finally:
         if enabled:
