@@ -1,4 +1,5 @@
-"""training.data.json_stream against json.load: random documents read in chunks of every size, and bad input."""
+"""training.data.json_stream against json.load (random documents read in chunks of every size, bad input), and the
+annotation index's vectorised batch path against its record-by-record one."""
 from __future__ import annotations
 
 import json
@@ -77,3 +78,25 @@ def test_utf8_byte_order_mark_is_skipped(tmp_path):
     path = tmp_path / "bom.json"
     path.write_bytes("\ufeff".encode() + json.dumps({"images": [{"file_name": "ü.jpg"}]}).encode())
     assert list(iter_lists(path)) == [("images", [{"file_name": "ü.jpg"}])]
+
+
+def test_index_fast_and_checked_batches_give_the_same_columns(tmp_path):
+    import numpy as np
+
+    from training.data.index import _Columns
+
+    rng = random.Random(0)
+    images = [{"id": i * 2 + (0.0 if i % 3 else 0), "file_name": f"p/ü{i}.jpg", "width": rng.choice([40, 40.7]),
+               "height": 30} for i in range(50)]
+    anns = [{"image_id": rng.choice(images)["id"], "category_id": rng.choice([1, 2.0]),
+             "bbox": [rng.uniform(-5, 40), 1, rng.choice([0, 3.5]), 4], **rng.choice([{}, {"iscrowd": 1}, {"ignore": 1}])}
+            for _ in range(200)]
+    fast, checked = _Columns(tmp_path / "a.json"), _Columns(tmp_path / "a.json")
+    assert fast._images_fast(images) and fast._annotations_fast(anns)
+    checked._images_checked(images)
+    checked._annotations_checked(anns)
+    for name in ("image_ids", "widths", "heights", "name_lengths", "ann_image", "ann_cat", "ann_box", "ann_crowd"):
+        a, b = getattr(fast, name)[0], getattr(checked, name)[0]
+        assert a.dtype == b.dtype and np.array_equal(a, b), name
+    assert fast.names == checked.names
+    assert not fast._annotations_fast([{**anns[0], "bbox": [1, 2, True, 4]}])  # a bool is not a number: walked
