@@ -3,14 +3,15 @@
 Both sides see the same letterboxed photo (:mod:`zoo.letterbox`) at the export's fixed size: the eager model as
 a one-image list (its own transform), the export as one batch of all photos (so dynamic batching is exercised too).
 Per photo: matched-detection recall at IoU >= 0.99 (the tolerance's ``match_iou``) with the same label, the largest
-box-corner difference (px) and
-score difference over matched pairs. Eager detections within ``score`` tolerance of the cutoff (threshold, or the
-export's last kept score when it is full) are not required, since either side may legitimately keep or drop them.
+box-corner difference (px) and score difference over matched pairs. Eager detections within ``score`` tolerance of
+the cutoff (threshold, or the export's last kept score when it is full) are not required, since either side may
+legitimately keep or drop them.
 Segmentation: pixel agreement of the argmax labels and the largest logit difference.
 
 ``Tolerance()`` is the fp32 bar every export must pass; :data:`BF16_TOLERANCE` is the stated bar of a bfloat16
 runtime (OpenVINO ``--precision bf16``), whose 8-bit mantissa moves boxes by tenths of a pixel and scores by about
-0.01 (measured on the demo model at 400 px: up to 0.58 px and 0.016), too much for IoU 0.99 matching on small boxes.
+0.01, too much for IoU 0.99 matching on small boxes (``python -m export.parity EXPORT_DIR --runtime openvino
+--precision bf16`` prints the figures of an export; benchmarks/bench_export_latency.py records them per model).
 
 Run ``python -m export.parity NAME|CHECKPOINT|EXPORT_DIR`` (see ``--help``).
 """
