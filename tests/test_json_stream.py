@@ -89,8 +89,8 @@ def test_index_fast_and_checked_batches_give_the_same_columns(tmp_path):
     images = [{"id": i * 2 + (0.0 if i % 3 else 0), "file_name": f"p/ü{i}.jpg", "width": rng.choice([40, 40.7]),
                "height": 30} for i in range(50)]
     anns = [{"image_id": rng.choice(images)["id"], "category_id": rng.choice([1, 2.0]),
-             "bbox": [rng.uniform(-5, 40), 1, rng.choice([0, 3.5]), 4], **rng.choice([{}, {"iscrowd": 1}, {"ignore": 1}])}
-            for _ in range(200)]
+             "bbox": [rng.uniform(-5, 40), 1, rng.choice([0, 3.5]), 4],
+             **rng.choice([{}, {"iscrowd": 1}, {"ignore": 1}])} for _ in range(200)]
     fast, checked = _Columns(tmp_path / "a.json"), _Columns(tmp_path / "a.json")
     assert fast._images_fast(images) and fast._annotations_fast(anns)
     checked._images_checked(images)

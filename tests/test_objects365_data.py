@@ -11,9 +11,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from hub_server import PayloadServer
 from PIL import Image
 
-from hub_server import PayloadServer
 from training.cli import main
 from training.data import objects365 as o365
 from zoo import hub

@@ -80,7 +80,7 @@ class AnnotationIndex:
 
     @classmethod
     def load(cls, json_path: str | Path, cache_dir: str | Path | None = None, *, rebuild: bool = False
-             ) -> "AnnotationIndex":
+             ) -> AnnotationIndex:
         """Memory-map the index of ``json_path``, building it first if missing or stale."""
         from filelock import FileLock
 
@@ -289,6 +289,32 @@ def _take(parts: list[np.ndarray], dtype: type, shape: tuple[int, ...] = (0,)) -
     return out
 
 
+def _lookup(path: Path, keys: np.ndarray, values: np.ndarray, field: str, fault: str) -> np.ndarray:
+    """Position of each annotation's ``field`` value in the sorted ``keys``; an AnnotationError names the first
+    annotation whose value is not there (``fault``: what that means; ``{count}`` counts them)."""
+    pos = np.searchsorted(keys, values)
+    ok = (pos < len(keys)) & (keys[np.minimum(pos, len(keys) - 1)] == values)
+    if not ok.all():
+        bad = int(np.flatnonzero(~ok)[0])
+        raise AnnotationError(f"{path}: annotations[{bad}].{field} = {int(values[bad])} "
+                              + fault.format(count=int((~ok).sum())))
+    return pos
+
+
+def _clip(xywh: np.ndarray, w_img: np.ndarray, h_img: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Boxes as xyxy clipped to their image, whether each is kept (finite, positive width and height after
+    clipping) and whether clipping changed it."""
+    x1, y1 = xywh[:, 0], xywh[:, 1]
+    xyxy = np.stack([x1, y1, x1 + xywh[:, 2], y1 + xywh[:, 3]], axis=1)
+    del xywh, x1, y1  # (10M boxes: the peak memory is in these steps)
+    finite = np.isfinite(xyxy).all(axis=1)
+    clipped = np.stack([np.clip(xyxy[:, 0], 0, w_img), np.clip(xyxy[:, 1], 0, h_img), np.clip(xyxy[:, 2], 0, w_img),
+                        np.clip(xyxy[:, 3], 0, h_img)], axis=1)
+    was_clipped = finite & (clipped != xyxy).any(axis=1)
+    keep = finite & (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
+    return clipped, keep, was_clipped
+
+
 def _write_arrays(path: Path, out: Path) -> None:
     columns = _Columns(path)
     try:
@@ -317,39 +343,16 @@ def _write_arrays(path: Path, out: Path) -> None:
     if np.any(sorted_ids[1:] == sorted_ids[:-1]):
         raise AnnotationError(f"{path}: duplicate image ids in 'images'")
 
-    a_img = _take(columns.ann_image, np.int64)
-    n_annotations = len(a_img)
-    pos = np.searchsorted(sorted_ids, a_img)
-    pos_ok = (pos < len(sorted_ids)) & (sorted_ids[np.minimum(pos, len(sorted_ids) - 1)] == a_img)
-    if not pos_ok.all():
-        bad = int(np.flatnonzero(~pos_ok)[0])
-        raise AnnotationError(f"{path}: annotations[{bad}].image_id = {int(a_img[bad])} names no image "
-                              f"({int((~pos_ok).sum())} such annotations)")
-    img_pos = order[pos]  # position of each annotation's image in the JSON's image order
-    del a_img, pos, pos_ok, order, sorted_ids  # (10M boxes: the peak memory is in these steps)
-    a_cat = _take(columns.ann_cat, np.int64)
-    cpos = np.searchsorted(cat_ids, a_cat)
-    cat_ok = (cpos < len(cat_ids)) & (cat_ids[np.minimum(cpos, len(cat_ids) - 1)] == a_cat)
-    if not cat_ok.all():
-        bad = int(np.flatnonzero(~cat_ok)[0])
-        raise AnnotationError(f"{path}: annotations[{bad}].category_id = {int(a_cat[bad])} is not in 'categories'")
-    categories = cpos.astype(np.int32)
-    del a_cat, cpos, cat_ok
+    n_annotations = columns.n_annotations
+    # position of each annotation's image in the JSON's image order (10M boxes: the peak memory is in these steps)
+    img_pos = order[_lookup(path, sorted_ids, _take(columns.ann_image, np.int64), "image_id",
+                            "names no image ({count} such annotations)")]
+    del order, sorted_ids
+    categories = _lookup(path, cat_ids, _take(columns.ann_cat, np.int64), "category_id",
+                         "is not in 'categories'").astype(np.int32)
 
-    xywh = _take(columns.ann_box, np.float32, (0, 4))
-    w_img = widths[img_pos].astype(np.float32)
-    h_img = heights[img_pos].astype(np.float32)
-    x1, y1 = xywh[:, 0], xywh[:, 1]
-    x2, y2 = x1 + xywh[:, 2], y1 + xywh[:, 3]
-    xyxy = np.stack([x1, y1, x2, y2], axis=1)
-    del xywh, x1, y1, x2, y2
-    finite = np.isfinite(xyxy).all(axis=1)
-    clipped = np.stack([np.clip(xyxy[:, 0], 0, w_img), np.clip(xyxy[:, 1], 0, h_img), np.clip(xyxy[:, 2], 0, w_img),
-                        np.clip(xyxy[:, 3], 0, h_img)], axis=1)
-    del w_img, h_img
-    was_clipped = finite & (clipped != xyxy).any(axis=1)
-    del xyxy
-    keep = finite & (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
+    clipped, keep, was_clipped = _clip(_take(columns.ann_box, np.float32, (0, 4)),
+                                       widths[img_pos].astype(np.float32), heights[img_pos].astype(np.float32))
 
     img_pos = img_pos[keep]
     by_image = np.argsort(img_pos, kind="stable")
