@@ -4,11 +4,11 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import json
-import os
-import shutil
-import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
+
+from zoo.atomic import atomic_dir
 
 if TYPE_CHECKING:
     from .source import ExportSource
@@ -124,21 +124,9 @@ def staged_dir(out_dir: str | Path, *, overwrite: bool = False) -> Iterator[Path
         raise ExportError(f"{out_dir} exists and is not a folder")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
         raise ExportError(f"{out_dir} exists and is not empty (pass overwrite=True / --overwrite to replace it)")
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
-        tmp.chmod(0o755)  # mkdtemp's 0700 would follow the rename
-    except OSError as exc:
-        raise ExportError(f"cannot write into {out_dir.parent}: {exc.strerror or exc}") from None
-    try:
+    with contextlib.ExitStack() as stack:
+        try:
+            tmp = stack.enter_context(atomic_dir(out_dir))
+        except OSError as exc:
+            raise ExportError(f"cannot write into {out_dir.parent}: {exc.strerror or exc}") from None
         yield tmp
-        old = None
-        if out_dir.exists():
-            old = out_dir.with_name(tmp.name.replace(".partial", ".old"))
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        if old is not None:
-            shutil.rmtree(old)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)

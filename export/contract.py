@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import re
 
+from zoo.vocabulary import SEGMENTATION
+
 DETECTION_OUTPUTS: tuple[str, ...] = ("boxes", "scores", "labels", "num_detections")
 SEGMENTATION_OUTPUTS: tuple[str, ...] = ("labels", "logits")
 
 
 def output_names(task: str) -> tuple[str, ...]:
     """The output names of an export graph of ``task`` ("detection" or "segmentation")."""
-    return SEGMENTATION_OUTPUTS if task == "segmentation" else DETECTION_OUTPUTS
+    return SEGMENTATION_OUTPUTS if task == SEGMENTATION else DETECTION_OUTPUTS
 
 
 def triton_name(name: str) -> str:

@@ -41,7 +41,8 @@ class OracleDetector(nn.Module):
                     boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
                     labels.append(VOC.index(name) + 1)
             outputs.append({"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-                            "scores": torch.full((len(boxes),), 0.9), "labels": torch.tensor(labels, dtype=torch.int64)})
+                            "scores": torch.full((len(boxes),), 0.9),
+                            "labels": torch.tensor(labels, dtype=torch.int64)})
         return outputs
 
 

@@ -140,7 +140,7 @@ def _evaluate_image(gt: list[dict], dt: list[dict], hrng: list, max_det: int) ->
     if len(ious):
         for dind, d in enumerate(dt):
             best_oa, bstg, bstm = min(0.5, 1 - 1e-10), -2, -2
-            for gind, g in enumerate(gt):
+            for gind in range(len(gt)):
                 if gtm[gind] > 0:
                     continue
                 if bstm != -2 and gt_ig[gind] == 1:
@@ -191,8 +191,7 @@ def citypersons_mr(gt_json: dict, results: list[dict], id_setup: int, max_det: i
     fppi = fp / len(img_ids)
     recall = (tp / npig).tolist()
     for i in range(len(recall) - 1, 0, -1):  # kept from the COCO precision envelope; recall never decreases
-        if recall[i] < recall[i - 1]:
-            recall[i - 1] = recall[i]
+        recall[i - 1] = min(recall[i - 1], recall[i])
     q = np.zeros(len(FPPI_THRESHOLDS)).tolist()
     try:
         for ri, pi in enumerate(np.searchsorted(fppi, FPPI_THRESHOLDS, side="right") - 1):

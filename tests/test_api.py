@@ -9,11 +9,11 @@ import warnings
 from dataclasses import replace
 
 import pytest
-import torch
-
 import test_convert as mm  # MMDetection-layout state dicts derived from MMDetection's model code
-import zoo
+import torch
 from hub_server import PayloadServer
+
+import zoo
 from zoo import registry
 from zoo.categories import get_categories
 from zoo.checkpoint import UnsafeCheckpointError, save_weights

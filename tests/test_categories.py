@@ -45,7 +45,7 @@ def test_coco_and_voc_match_torchvision() -> None:
     from torchvision.models.segmentation import FCN_ResNet50_Weights
 
     coco = [n for n in FasterRCNN_ResNet50_FPN_Weights.DEFAULT.meta["categories"] if n not in ("__background__", "N/A")]
-    assert cat.COCO == tuple(coco)
+    assert tuple(coco) == cat.COCO
     assert ("__background__", *cat.VOC) == tuple(FCN_ResNet50_Weights.DEFAULT.meta["categories"])
 
 

@@ -69,7 +69,8 @@ def mmdet_resnet50() -> dict[str, tuple[int, ...]]:
 def mmdet_faster_rcnn_shapes(num_classes: int) -> dict[str, tuple[int, ...]]:
     shapes = mmdet_resnet50()
     for i, cin in enumerate((256, 512, 1024, 2048)):  # FPN num_outs=5, no extra convs (P6 = max-pool)
-        shapes |= _conv_module(f"neck.lateral_convs.{i}", 256, cin, 1) | _conv_module(f"neck.fpn_convs.{i}", 256, 256, 3)
+        shapes |= _conv_module(f"neck.lateral_convs.{i}", 256, cin, 1)
+        shapes |= _conv_module(f"neck.fpn_convs.{i}", 256, 256, 3)
     shapes |= {"rpn_head.rpn_conv.weight": (256, 256, 3, 3), "rpn_head.rpn_conv.bias": (256,),
                "rpn_head.rpn_cls.weight": (3, 256, 1, 1), "rpn_head.rpn_cls.bias": (3,),
                "rpn_head.rpn_reg.weight": (12, 256, 1, 1), "rpn_head.rpn_reg.bias": (12,)}
@@ -84,13 +85,15 @@ def mmdet_faster_rcnn_shapes(num_classes: int) -> dict[str, tuple[int, ...]]:
 def mmdet_retinanet_shapes(num_classes: int) -> dict[str, tuple[int, ...]]:
     shapes = mmdet_resnet50()
     for i, cin in enumerate((512, 1024, 2048)):  # start_level=1
-        shapes |= _conv_module(f"neck.lateral_convs.{i}", 256, cin, 1) | _conv_module(f"neck.fpn_convs.{i}", 256, 256, 3)
+        shapes |= _conv_module(f"neck.lateral_convs.{i}", 256, cin, 1)
+        shapes |= _conv_module(f"neck.fpn_convs.{i}", 256, 256, 3)
     shapes |= _conv_module("neck.fpn_convs.3", 256, 2048, 3) | _conv_module("neck.fpn_convs.4", 256, 256, 3)
     for i in range(4):
         shapes |= _conv_module(f"bbox_head.cls_convs.{i}", 256, 256, 3)
         shapes |= _conv_module(f"bbox_head.reg_convs.{i}", 256, 256, 3)
-    shapes |= {"bbox_head.retina_cls.weight": (9 * num_classes, 256, 3, 3), "bbox_head.retina_cls.bias": (9 * num_classes,),
-               "bbox_head.retina_reg.weight": (36, 256, 3, 3), "bbox_head.retina_reg.bias": (36,)}
+    shapes |= {"bbox_head.retina_cls.weight": (9 * num_classes, 256, 3, 3),
+               "bbox_head.retina_cls.bias": (9 * num_classes,), "bbox_head.retina_reg.weight": (36, 256, 3, 3),
+               "bbox_head.retina_reg.bias": (36,)}
     return shapes
 
 
@@ -138,7 +141,8 @@ def place_faster_rcnn(model, mm: dict, num: int) -> None:
         ours.weight.copy_(mm[f"rpn_head.{theirs}.weight"])
         ours.bias.copy_(mm[f"rpn_head.{theirs}.bias"])
     h = "roi_head.bbox_head"
-    for ours, theirs in ((model.roi_heads.box_head.fc6, "shared_fcs.0"), (model.roi_heads.box_head.fc7, "shared_fcs.1")):
+    box_head = model.roi_heads.box_head
+    for ours, theirs in ((box_head.fc6, "shared_fcs.0"), (box_head.fc7, "shared_fcs.1")):
         ours.weight.copy_(mm[f"{h}.{theirs}.weight"])
         ours.bias.copy_(mm[f"{h}.{theirs}.bias"])
     cls, reg = model.roi_heads.box_predictor.cls_score, model.roi_heads.box_predictor.bbox_pred

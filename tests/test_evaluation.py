@@ -14,7 +14,7 @@ import pytest
 import torch
 from evaluation_references import pycocotools_eval
 
-from training.evaluation import distributed
+from training import distributed
 from training.evaluation.citypersons import evaluate_citypersons, log_average_miss_rate
 from training.evaluation.coco import evaluate_coco, load_detections, load_ground_truth, results_from_outputs
 from training.evaluation.segmentation import ConfusionMatrix
@@ -29,8 +29,9 @@ def make_coco_fixture(seed: int, first_ann_id: int = 1) -> tuple[dict, list[dict
 
     Non-contiguous image/category ids; empty images; images with ground truth but no detections and the reverse;
     crowd boxes; area fields that differ from the box area, some exactly on the 32^2 / 96^2 bounds; duplicated
-    ground-truth boxes and a det with equal IoU to two boxes (IoU ties: the later box wins); scores rounded to 2 decimals (score ties); one (image, category) with 130
-    detections (beyond maxDets 100); category 11 has detections but no ground truth, category 9 no detections.
+    ground-truth boxes and a det with equal IoU to two boxes (IoU ties: the later box wins); scores rounded to 2
+    decimals (score ties); one (image, category) with 130 detections (beyond maxDets 100); category 11 has
+    detections but no ground truth, category 9 no detections.
     """
     rng = np.random.default_rng(seed)
     images = [{"id": 7 + 3 * i, "width": 320, "height": 240} for i in range(36)]
@@ -312,7 +313,7 @@ def test_distributed_helpers_are_noops_when_not_initialised() -> None:
 
 WORKER = """
 import os, sys, torch, torch.distributed as dist, torch.multiprocessing as mp
-from training.evaluation import distributed
+from training import distributed
 from training.evaluation.segmentation import ConfusionMatrix
 
 def run(rank, init):

@@ -36,7 +36,8 @@ def draw(size: tuple[int, int], rects: list[tuple[str, int, int, int, int]]) -> 
 def oracle(tmp_path: Path, task: str) -> Path:
     arch = "oracle_detector_test" if task == "detection" else "oracle_segmenter_test"
     spec = ModelSpec(name=arch, arch=arch, task=task, categories="voc", source=None, sha256=None, file_size=None,
-                     converter=None, preprocessing=Preprocessing(), license="test", recipe="tests/evaluation_oracles.py")
+                     converter=None, preprocessing=Preprocessing(), license="test",
+                     recipe="tests/evaluation_oracles.py")
     return save_weights({"unused": torch.zeros(1)}, tmp_path / f"{arch}.safetensors",
                         {"model": arch, "spec": spec_json(spec)})
 

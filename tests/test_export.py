@@ -13,16 +13,17 @@ from torch import nn
 pytest.importorskip("onnxruntime")
 pytest.importorskip("skimage")
 
+from export_helpers import tiny_model  # noqa: E402
+
+import zoo  # noqa: E402
 from export import ExportError, ParityError, Tolerance, export_model, read_metadata  # noqa: E402
 from export.graphs import FixedAdaptiveAvgPool2d  # noqa: E402
-from zoo.letterbox import ImageDecodeError, boxes_to_photo, decode_image, letterbox  # noqa: E402
 from export.nms import multiclass_nms  # noqa: E402
 from export.onnx import read_onnx_metadata  # noqa: E402
 from export.parity import sample_photos  # noqa: E402
 from export.torchscript import read_torchscript_metadata  # noqa: E402
-import zoo  # noqa: E402
+from zoo.letterbox import ImageDecodeError, boxes_to_photo, decode_image, letterbox  # noqa: E402
 from zoo.preprocess import Preprocessing  # noqa: E402
-from export_helpers import tiny_model  # noqa: E402
 
 
 @pytest.fixture(scope="module")

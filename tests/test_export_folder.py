@@ -73,7 +73,8 @@ def test_onnx_backend_names_a_corrupt_model_file_in_one_line(tmp_path):
     assert str(err.value).startswith(f"{folder / 'model.onnx'}: not a readable ONNX model")
     assert "\n" not in str(err.value)
     folder = tmp_path / "export"
-    (folder / "metadata.json").write_text(json.dumps({**META, "artifact": "model.pt", "artifact_format": "torchscript"}))
+    torchscript = {**META, "artifact": "model.pt", "artifact_format": "torchscript"}
+    (folder / "metadata.json").write_text(json.dumps(torchscript))
     (folder / "model.pt").write_bytes(b"x")
     with pytest.raises(ExportError, match="expected an ONNX export, found artifact_format 'torchscript'"):
         OnnxBackend(folder, threads=1)

@@ -4,6 +4,7 @@ is refused. Skipped when the server cannot be installed (no PyPI) or started her
 from __future__ import annotations
 
 import io
+
 import numpy as np
 import pytest
 import torch
@@ -12,13 +13,13 @@ tritonclient_http = pytest.importorskip("tritonclient.http")
 tritonclient_grpc = pytest.importorskip("tritonclient.grpc")
 pytest.importorskip("skimage")
 
-from tritonclient.utils import InferenceServerException  # noqa: E402
-
-from zoo.letterbox import boxes_to_photo, letterbox  # noqa: E402
-from export.parity import Tolerance, compare_detections, sample_photos  # noqa: E402
-from export.triton import build_repository, validate_config  # noqa: E402
 from export_helpers import tiny_model  # noqa: E402
 from triton_utils import start_or_skip  # noqa: E402
+from tritonclient.utils import InferenceServerException  # noqa: E402
+
+from export.parity import Tolerance, compare_detections, sample_photos  # noqa: E402
+from export.triton import build_repository, validate_config  # noqa: E402
+from zoo.letterbox import boxes_to_photo, letterbox  # noqa: E402
 
 BASE = "retinanet_r50_obj365_coco"
 SIZE = 256

@@ -14,11 +14,12 @@ tritonclient_http = pytest.importorskip("tritonclient.http")
 tritonclient_grpc = pytest.importorskip("tritonclient.grpc")
 pytest.importorskip("skimage")
 
-from zoo.letterbox import labels_to_photo, letterbox  # noqa: E402
-from export.parity import sample_photos  # noqa: E402
-from export.triton import build_repository, triton_name  # noqa: E402
 from export_helpers import tiny_model  # noqa: E402
 from triton_utils import start_or_skip  # noqa: E402
+
+from export.parity import sample_photos  # noqa: E402
+from export.triton import build_repository, triton_name  # noqa: E402
+from zoo.letterbox import labels_to_photo, letterbox  # noqa: E402
 
 SIZE = 128
 

@@ -11,9 +11,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from hub_server import PayloadServer
 from huggingface_hub import constants as hf_constants
 
-from hub_server import PayloadServer
 from zoo import hub
 
 PAYLOAD = random.Random(365).randbytes(300_000)
@@ -400,8 +400,8 @@ class _DiskFillsAfter:
 def test_disk_full_while_writing_removes_the_partial_file(tmp_path, server, monkeypatch):
     server.throttle_s = 0.4  # 8 writes of 37.5 kB: the third finds the disk full
     url = server.url(PATH)
-    monkeypatch.setattr(hub, "open", lambda path, mode="r": _DiskFillsAfter(open(path, mode), 100_000)
-                        if mode in ("wb", "ab") else open(path, mode), raising=False)
+    monkeypatch.setattr(hub, "open", lambda path, mode="r": _DiskFillsAfter(open(path, mode), 100_000)  # noqa: SIM115
+                        if mode in ("wb", "ab") else open(path, mode), raising=False)  # noqa: SIM115  (hub closes it)
     with pytest.raises(hub.NoSpaceError, match=f"the file needs {len(PAYLOAD)} bytes") as err:
         hub.fetch(url, sha256=DIGEST, cache_dir=tmp_path, progress=False)
     assert url in str(err.value) and err.value.needed == len(PAYLOAD)

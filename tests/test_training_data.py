@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 import torch
-
 from test_training_tiny import make_coco_set
+
 from training.data import AnnotationError, AnnotationIndex, CocoDetection
 from training.lr_rule import l2_norm_ratio
 from training.recipes import get_recipe
@@ -128,7 +128,7 @@ def test_category_mapping_by_name_and_unknown_names(tmp_path):
     coco_names = list(ds.categories)
     for i in range(len(ds)):
         _, target = ds[i]
-        names = {coco_names[int(l) - 1] for l in target["labels"]}
+        names = {coco_names[int(label) - 1] for label in target["labels"]}
         assert names <= {"car", "person"}
     assert ds._label_of.tolist() == [coco_names.index("car") + 1, coco_names.index("person") + 1, -1]
 
@@ -202,7 +202,8 @@ def test_citypersons_reader_reasonable_subset_and_bad_label(tmp_path):
     image, target = ds[0]
     assert image.shape == (3, 100, 200) and target["boxes"].tolist() == [[10, 10, 40, 70]]
     assert len(ds.annotation(0).ignore) == 2
-    ann.write_text(json.dumps({"imgWidth": 200, "imgHeight": 100, "objects": [{"label": "cyclist", "bbox": [1, 1, 5, 5]}]}))
+    cyclist = {"label": "cyclist", "bbox": [1, 1, 5, 5]}
+    ann.write_text(json.dumps({"imgWidth": 200, "imgHeight": 100, "objects": [cyclist]}))
     with pytest.raises(AnnotationError, match="objects\\[0\\].label = 'cyclist'"):
         CityPersons(tmp_path / "gt", tmp_path / "img", "train")
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-
 from test_training_tiny import ARCH, TESTS, make_coco_set
+
 from training import checkpoint as ckpt
 from training.data import CocoDetection
 from training.distributed import Context, setup, teardown

@@ -38,7 +38,7 @@ class _Backbone(nn.Module):
                                 nn.Conv2d(16, 16, 3, 2, 1), nn.ReLU())
         self.c4 = nn.Sequential(nn.Conv2d(16, 16, 3, 2, 1), nn.ReLU())
 
-    def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         c3 = self.c3(x)
         return OrderedDict(p3=c3, p4=self.c4(c3))
 

@@ -163,7 +163,8 @@ def test_detector_backbone_into_pspnet():
     copied = transfer_backbone(detector.state_dict(), seg)
     sd = seg.state_dict()
     assert copied == 53 + 53 * 4  # ResNet-50: 53 convolutions, 53 BatchNorms (weight, bias, running mean and var)
-    torch.testing.assert_close(sd["backbone.layer4.2.conv3.weight"], detector.state_dict()["backbone.body.layer4.2.conv3.weight"])
+    torch.testing.assert_close(sd["backbone.layer4.2.conv3.weight"],
+                               detector.state_dict()["backbone.body.layer4.2.conv3.weight"])
     torch.testing.assert_close(sd["backbone.bn1.running_var"], detector.state_dict()["backbone.body.bn1.running_var"])
     torch.testing.assert_close(seg.classifier[-1].weight, head_before)
     with pytest.raises(ValueError, match="no ResNet trunk"):

@@ -20,7 +20,7 @@ PACKAGED_EXPORT = next(folder for (name, _), (folder, _) in PACKAGED_EXPORTS.ite
 
 def test_imports_no_torch() -> None:
     code = "import sys, zoo.vocabulary; sys.exit('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], cwd=REPO, timeout=60).returncode == 0
+    assert subprocess.run([sys.executable, "-c", code], cwd=REPO, timeout=60, check=False).returncode == 0
 
 
 def test_every_spec_task_is_a_known_task() -> None:

@@ -156,8 +156,8 @@ def test_simota_assigns_each_object_its_nearby_predictions():
     gt = torch.tensor([[4.0, 4.0, 28.0, 28.0], [36.0, 36.0, 60.0, 60.0]])
     # predictions: each anchor predicts a 24-px box around its centre, perfectly placed where an object is
     boxes = torch.cat([centres - 12, centres + 12], 1)
-    fg, matched, ious = simota_assign(boxes, torch.zeros(64, 3), torch.zeros(64), centres, strides, gt,
-                                      torch.tensor([0, 2]))
+    fg, matched, ious = simota_assign(boxes, torch.zeros(64, 3), torch.zeros(64), centres, strides, gt_boxes=gt,
+                                      gt_classes=torch.tensor([0, 2]))
     assert fg.sum() == len(matched) >= 2
     fg_centres = centres[fg]
     for c, g in zip(fg_centres, matched):

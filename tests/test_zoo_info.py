@@ -12,8 +12,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _info(*args: str, registry: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "zoo", "info", *args], capture_output=True, text=True, timeout=120,
-                          cwd=REPO, env={"PATH": "/usr/bin:/bin", "O365ZOO_REGISTRY": str(registry)})
+    return subprocess.run([sys.executable, "-m", "zoo", "info", *args], capture_output=True, text=True, check=False,
+                          timeout=120, cwd=REPO, env={"PATH": "/usr/bin:/bin", "O365ZOO_REGISTRY": str(registry)})
 
 
 def _rows(stdout: str) -> dict[str, str]:

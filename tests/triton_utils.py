@@ -21,6 +21,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+from zoo.atomic import atomic_dir
+from zoo.vocabulary import cache_root
+
 PYTRITON = "nvidia-pytriton==0.7.0"
 STUB_PACKAGES = ("numpy<2", "onnxruntime", "pillow")
 
@@ -29,13 +32,13 @@ class TritonUnavailable(RuntimeError):
     """The server could not be installed or started here (tests skip on it)."""
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get("O365ZOO_CACHE", Path.home() / ".cache" / "objects365-zoo")) / "tritonserver"
+def tritonserver_cache() -> Path:
+    return cache_root() / "tritonserver"
 
 
 def _pip(*args: str) -> None:
     result = subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args],
-                            capture_output=True, text=True, timeout=900)
+                            capture_output=True, text=True, check=False, timeout=900)
     if result.returncode != 0:
         raise TritonUnavailable(f"pip {' '.join(args)} failed: {result.stderr.strip()[-800:]}")
 
@@ -43,28 +46,21 @@ def _pip(*args: str) -> None:
 def ensure_tritonserver() -> Path:
     """The unpacked server folder (``bin/tritonserver``, ``backends/python`` with the 3.11 stub); installed on
     first use with ``pip install --no-deps --target``, atomically."""
-    target = cache_root() / "pytriton-0.7.0"
+    target = tritonserver_cache() / "pytriton-0.7.0"
     server = target / "pytriton" / "tritonserver"
     if not (server / "bin" / "tritonserver").is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".pytriton.", dir=target.parent))
-        try:
+        with atomic_dir(target) as tmp:
             _pip("install", "--no-deps", "--target", str(tmp), PYTRITON)
             stub = tmp / "pytriton" / "tritonserver" / "python_backend_stubs" / "3.11" / "triton_python_backend_stub"
             if not stub.is_file():
                 raise TritonUnavailable(f"{PYTRITON} has no Python 3.11 backend stub at {stub}")
             shutil.copy2(stub, tmp / "pytriton" / "tritonserver" / "backends" / "python" / stub.name)
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(tmp, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     return server
 
 
 def ensure_stub_env(packages: tuple[str, ...] = STUB_PACKAGES) -> Path:
     """A Python 3.11 virtualenv with numpy<2 (and onnxruntime, Pillow for our models) for the backend stub."""
-    env = cache_root() / "stub-env"
+    env = tritonserver_cache() / "stub-env"
     python = env / "bin" / "python"
     marker = env / ".packages"
     wanted = "\n".join(packages)
@@ -74,7 +70,7 @@ def ensure_stub_env(packages: tuple[str, ...] = STUB_PACKAGES) -> Path:
         shutil.rmtree(env, ignore_errors=True)
         subprocess.run([sys.executable, "-m", "venv", str(env)], check=True, timeout=300)
         result = subprocess.run([str(python), "-m", "pip", "--disable-pip-version-check", "-q", "install",
-                                 *packages], capture_output=True, text=True, timeout=900)
+                                 *packages], capture_output=True, text=True, check=False, timeout=900)
         if result.returncode != 0:
             raise TritonUnavailable(f"stub env install failed: {result.stderr.strip()[-800:]}")
         marker.write_text(wanted)
@@ -108,7 +104,7 @@ class TritonServer:
                 self.process.kill()
                 self.process.wait(timeout=10)
 
-    def __enter__(self) -> "TritonServer":
+    def __enter__(self) -> TritonServer:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -17,6 +17,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from zoo.atomic import atomic_write
 from zoo.hub import sha256_file
 
 DEEPFOREST_WHEEL = ("deepforest==2.1.0", "deepforest-2.1.0-py3-none-any.whl",
@@ -65,11 +66,8 @@ def _extract(wheel: Path, members: list[str], dest: Path) -> None:
             target = dest / name
             if target.is_file():
                 continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(target.name + ".part")
-            with zf.open(name) as src, tmp.open("wb") as out:
+            with zf.open(name) as src, atomic_write(target) as out:
                 shutil.copyfileobj(src, out)
-            os.replace(tmp, target)
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from zoo.vocabulary import DETECTION
+
 log = logging.getLogger("training.finetune")
 
 CPU_DEFAULT = "yolox_nano_coco"
@@ -93,7 +95,7 @@ def finetune(train: str | Path, images: str | Path | None = None, *, init: str |
     fresh = [d for d, s in table if s is None]
     seed_everything(seed)
     model = zoo.load(init, categories=list(names), progress=progress and ctx.is_main)
-    arch = model.spec.arch
+    arch = zoo.model_spec(model).arch
 
     batch = min(batch_size or (8 if arch.startswith("yolox") else 2), len(train_set))
     base_lr = 0.01 if arch.startswith("yolox") else 0.02 * batch / 16
@@ -111,8 +113,8 @@ def finetune(train: str | Path, images: str | Path | None = None, *, init: str |
     run_dir.mkdir(parents=True, exist_ok=True)
     from . import publish as publishing
 
-    run = {"arch": arch, "task": "detection", "categories": list(names), "preprocessing": pre.to_dict(),
-           "build_kwargs": dict(model.spec.build_kwargs), "recipe": recipe.to_dict(),
+    run = {"arch": arch, "task": DETECTION, "categories": list(names), "preprocessing": pre.to_dict(),
+           "build_kwargs": dict(zoo.model_spec(model).build_kwargs), "recipe": recipe.to_dict(),
            "world_size": ctx.world_size, "datasets": [Path(str(train)).name]}
     if ctx.is_main:
         publishing.write_text(run_dir / publishing.RUN_INFO, json.dumps(run, indent=2))
@@ -125,7 +127,7 @@ def finetune(train: str | Path, images: str | Path | None = None, *, init: str |
                                 f"to resume from {run_dir}")
     if val_set is not None and tracker.best is not None:
         publishing.write_text(run_dir / publishing.EVAL_INFO, json.dumps({"stats": tracker.best_stats, "metrics": [
-            {"dataset": Path(str(val)).name, "task": "detection", "name": "box AP", "value": tracker.best_ap,
+            {"dataset": Path(str(val)).name, "task": DETECTION, "name": "box AP", "value": tracker.best_ap,
              "source": f"objects365-zoo finetune, best of {len(tracker.history)} evaluations (epoch "
                        f"{tracker.best_epoch})"}]}, indent=2))
     weights = run_dir / f"{name}.safetensors"

@@ -4,13 +4,13 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
 from .registry import ModelSpec, get_spec
 
 if TYPE_CHECKING:
     import torch
-    from torch import nn
+    from torch import Tensor, nn
 
 
 class NoPublishedWeightsError(LookupError):
@@ -24,7 +24,7 @@ def load(
     categories: str | Sequence[str] | None = None,
     device: str | torch.device | None = None,
     *,
-    head: str = "transfer",
+    head: Literal["transfer", "reinit"] = "transfer",
     mirror: str | None = None,
     offline: bool | None = None,
     cache_dir: str | Path | None = None,
@@ -151,7 +151,8 @@ def _spec_categories(spec: ModelSpec, weights: Path | None) -> tuple[str, ...]:
     return tuple(get_categories(spec.categories))
 
 
-def _pretrained_state_dict(spec: ModelSpec, weights: Path | None, **fetch_kw) -> tuple[dict, tuple[str, ...] | None]:
+def _pretrained_state_dict(spec: ModelSpec, weights: Path | None, **fetch_kw: Any
+                           ) -> tuple[dict[str, Tensor], tuple[str, ...] | None]:
     """The weights and, when the checkpoint names them, its category names (which outrank the spec's)."""
     from . import hub
     from .checkpoint import load_weights
@@ -167,7 +168,7 @@ def _pretrained_state_dict(spec: ModelSpec, weights: Path | None, **fetch_kw) ->
     return _converted(spec, Path(path))
 
 
-def _converted(spec: ModelSpec, path: Path) -> tuple[dict, tuple[str, ...] | None]:
+def _converted(spec: ModelSpec, path: Path) -> tuple[dict[str, Tensor], tuple[str, ...] | None]:
     """Convert a foreign checkpoint once; the result is cached as safetensors beside the download, its metadata
     naming the source's sha256 and its own sha256 recorded in ``<file>.sha256`` (``sha256sum`` format). A cached
     file that fails either check is converted again, with a warning."""
@@ -178,7 +179,10 @@ def _converted(spec: ModelSpec, path: Path) -> tuple[dict, tuple[str, ...] | Non
     from .checkpoint import load_weights, save_weights
     from .convert import get_converter, mmdet_classes, read_foreign_checkpoint
 
-    cached = path.with_name(path.name + f".{spec.converter}.safetensors")
+    converter = spec.converter
+    if converter is None:
+        raise ValueError(f"{spec.name} names no converter: its weights are ours, nothing to convert")
+    cached = path.with_name(path.name + f".{converter}.safetensors")
     record = cached.with_name(cached.name + ".sha256")
     source_sha256 = hub.sha256_file(path)
     if cached.is_file():
@@ -189,7 +193,7 @@ def _converted(spec: ModelSpec, path: Path) -> tuple[dict, tuple[str, ...] | Non
         warnings.warn(f"{cached}: {problem}; converting {path} again", stacklevel=4)
     state_dict, meta = read_foreign_checkpoint(path)
     names = _checkpoint_categories(spec, mmdet_classes(meta))
-    state_dict = get_converter(spec.converter)(state_dict)
+    state_dict = get_converter(converter)(state_dict)
     save_weights(state_dict, cached, {"model": spec.name, "source": spec.source, "source_sha256": source_sha256,
                                       "categories": list(names) if names else ""})
     with atomic_write(record, "w") as f:
@@ -234,7 +238,7 @@ def _checkpoint_categories(spec: ModelSpec, class_names: list[str] | None) -> tu
     return tuple(class_names)
 
 
-def _build_loaded(spec: ModelSpec, state_dict: dict, names: Sequence[str]) -> nn.Module:
+def _build_loaded(spec: ModelSpec, state_dict: dict[str, Tensor], names: Sequence[str]) -> nn.Module:
     """Build on the meta device and adopt the checkpoint's tensors (``assign=True``): random initialisation of
     weights about to be overwritten is most of a build's cost."""
     import torch
@@ -267,8 +271,8 @@ def _build_loaded(spec: ModelSpec, state_dict: dict, names: Sequence[str]) -> nn
     return model
 
 
-def _transfer(model: nn.Module, spec: ModelSpec, src: Sequence[str], dst: Sequence[str], head: str,
-              by_name: bool) -> nn.Module:
+def _transfer(model: nn.Module, spec: ModelSpec, src: Sequence[str], dst: Sequence[str],
+              head: Literal["transfer", "reinit"], by_name: bool) -> nn.Module:
     from .categories import map_indices
     from .convert.transfer import transfer_head
 

@@ -7,6 +7,7 @@ Our weights are safetensors with the spec's metadata; foreign checkpoints (e.g. 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import pickle
 from collections.abc import Iterator, Mapping
@@ -52,7 +53,7 @@ def load_weights(path: str | Path) -> tuple[dict[str, Any], dict[str, str]]:
     """Read a safetensors file: ``(state_dict, metadata)``."""
     with _safe_open(path) as f:
         metadata = dict(f.metadata() or {})
-        state_dict = {k: f.get_tensor(k) for k in f.keys()}
+        state_dict = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118  (safe_open is no dict: keys() lists)
     return state_dict, metadata
 
 
@@ -91,12 +92,13 @@ def load_foreign(path: str | Path) -> Any:
         ) from None
 
 
-def _numpy_scalar_globals() -> list:
+def _numpy_scalar_globals() -> list[Any]:
     """NumPy scalars and dtypes: plain values that training frameworks leave in checkpoint metadata (e.g. a seed
     stored as ``np.int64``). They rebuild a number from bytes and run no code, so they join the allow-list."""
     import numpy as np
 
-    scalar = np._core.multiarray.scalar if hasattr(np, "_core") else np.core.multiarray.scalar
+    multiarray = "numpy._core.multiarray" if hasattr(np, "_core") else "numpy.core.multiarray"  # NumPy 2 / 1
+    scalar = importlib.import_module(multiarray).scalar
     dtype_classes = [type(np.dtype(t)) for t in ("bool", "int8", "int16", "int32", "int64", "uint8", "float16",
                                                    "float32", "float64")]
     return [scalar, np.dtype, *dtype_classes]

@@ -4,12 +4,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .cli_common import Parser, add_download_flags, run_cli, use_download_flags
 from .registry import ModelSpec, get_spec, list_models
 from .specs import DEFAULT_MODEL
+from .vocabulary import DETECTION
+
+if TYPE_CHECKING:
+    from PIL import Image
+    from torch import nn
+
+    from .result_pictures import ImageTruth
+    from .visualize import Comparison
 
 _PLUGIN_GROUP = "objects365_zoo.cli"  # other packages (serving) add subcommands here; zoo imports none of them
 
@@ -82,7 +91,7 @@ def _preprocessing_line(spec: ModelSpec) -> str:
         resize = f"shorter side {pre.min_size}, longer at most {pre.max_size}, padded to /{pre.size_divisible}"
     mean, std = (",".join(f"{v:.4g}" for v in values) for values in (pre.mean, pre.std))
     parts = [resize, f"mean {mean} std {std} on [0, 1]", pre.channels]
-    if spec.task == "detection":
+    if spec.task == DETECTION:
         parts += [f"score >= {pre.score_threshold:g}", f"NMS {pre.nms_threshold:g}",
                   f"at most {pre.max_detections} detections"]
     if pre.extra:
@@ -139,81 +148,43 @@ def expand_images(inputs: list[str]) -> list[Path]:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from PIL import Image, UnidentifiedImageError
     from tqdm import tqdm
 
-    from .api import load
-    from .inference import detect
-    from .result_pictures import PictureWriter, counts
-    from .visualize import compare, draw_detections
+    from .api import load, model_categories, model_spec
+    from .result_pictures import PictureWriter
 
-    inputs = list(args.inputs)
-    model_name = args.model
-    # `zoo predict NAME IMAGE...` (the older form): a first word that names a model and no file
-    if model_name is None and len(inputs) > 1 and not Path(inputs[0]).exists() and inputs[0] in list_models():
-        model_name = inputs.pop(0)
-    model_name = model_name or DEFAULT_MODEL
-    paths = expand_images(inputs)
-    if not paths:
-        raise FileNotFoundError(f"no images in {' '.join(inputs)} ({', '.join(IMAGE_SUFFIXES)})")
+    model_name, paths = _predict_inputs(args)
     if args.compare:
         paths, truth_of, categories = _annotated_images(args, paths)
     model = load(model_name, device=args.device, mirror=args.mirror, progress=not args.json)
-    if model.spec.task != "detection":
-        raise ValueError(f"{model_name} is a {model.spec.task} model; zoo predict runs detectors")
-    wanted = _class_filter(args.classes, model.categories)
+    task, names = model_spec(model).task, model_categories(model)
+    if task != DETECTION:
+        raise ValueError(f"{model_name} is a {task} model; zoo predict runs detectors")
+    wanted = _class_filter(args.classes, names)
     if args.compare:
-        label_of = _model_labels(args.compare, categories, model.categories)
-        writer = PictureWriter(args.out, model.categories, captions=not args.no_labels)
+        label_of = _model_labels(args.compare, categories, names)
+        writer = PictureWriter(args.out, names, captions=not args.no_labels)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
     failed = 0
     totals = [0, 0, 0]  # TP, FP, FN over the compared images
     for path in tqdm(paths, desc="predict", unit="image", disable=None if len(paths) > 3 else True,
                      file=sys.stderr):
-        try:
-            image = Image.open(path)
-            image.load()
-            image = image.convert("RGB")
-        except (UnidentifiedImageError, OSError) as exc:
-            print(f"zoo predict: {path}: not a readable image ({exc}); skipped", file=sys.stderr)
+        image = _read_photo(path)
+        if image is None:
             failed += 1
             continue
-        found = detect(model, [image], device=args.device)[0]
-        keep = [i for i in range(len(found["scores"])) if found["scores"][i] >= args.score_threshold
-                and (wanted is None or int(found["labels"][i]) in wanted)]
-        rows = [{"name": model.categories[int(found["labels"][i]) - 1], "label": int(found["labels"][i]),
-                 "score": round(float(found["scores"][i]), 4),
-                 "box": [round(float(v), 1) for v in found["boxes"][i]]} for i in keep]
+        found, keep, rows = _predict_one(model, image, names, wanted, args)
         line = {"image": str(path), "width": image.width, "height": image.height, "model": model_name,
                 "detections": rows}
+        comparison = None
         if args.compare:
-            truth = truth_of[path]
-            if truth.width and (truth.width, truth.height) != image.size:
-                print(f"zoo predict: {path} is {image.width}x{image.height} but {args.compare} says "
-                      f"{truth.width}x{truth.height}; its ground-truth boxes may be misplaced", file=sys.stderr)
-            gt = [k for k, cid in enumerate(truth.category_ids.tolist())
-                  if cid in label_of and (wanted is None or label_of[cid] in wanted)]
-            comparison = compare(found["boxes"][keep], found["labels"][keep], found["scores"][keep],
-                                 truth.boxes[gt], [label_of[int(truth.category_ids[k])] for k in gt], args.iou,
-                                 gt_crowd=truth.crowd[gt])
+            comparison = _compare_one(args, path, image, truth=truth_of[path], label_of=label_of, wanted=wanted,
+                                      found=found, keep=keep)
             line.update(tp=comparison.tp, fp=comparison.fp, fn=comparison.fn)
             totals = [totals[0] + comparison.tp, totals[1] + comparison.fp, totals[2] + comparison.fn]
             writer.add(path.stem, image, comparison)
-        if args.json:
-            print(json.dumps(line))
-        else:
-            counted = f"; {counts(comparison)}" if args.compare else ""
-            print(f"{path} ({image.width}x{image.height}): {len(rows)} detection{'s' if len(rows) != 1 else ''}"
-                  f"{counted}")
-            for row in rows:
-                print(f"  {row['name']:>20s}  {row['score']:.3f}  [{', '.join(f'{v:.1f}' for v in row['box'])}]")
-        if args.out and not args.compare:
-            drawn = draw_detections(image, [r["box"] for r in rows], [r["label"] for r in rows],
-                                    [r["score"] for r in rows], [r["name"] for r in rows],
-                                    captions=not args.no_labels)
-            target = args.out / f"{path.stem}.jpg"
-            drawn.save(target, quality=90)
+        _print_predictions(args, path, image, line, rows, comparison)
     if args.compare and failed < len(paths):
         sheet = writer.write_sheet()
         print(f"{len(paths) - failed} images at IoU {args.iou:g}: TP {totals[0]}  FP {totals[1]}  FN {totals[2]}; "
@@ -225,7 +196,85 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 1 if failed == len(paths) else 0
 
 
-def _annotated_images(args: argparse.Namespace, paths: list[Path]) -> tuple[list[Path], dict, dict[int, str]]:
+def _predict_inputs(args: argparse.Namespace) -> tuple[str, list[Path]]:
+    """The model name and the image files of ``zoo predict``'s arguments."""
+    inputs = list(args.inputs)
+    model_name = args.model
+    # `zoo predict NAME IMAGE...` (the older form): a first word that names a model and no file
+    if model_name is None and len(inputs) > 1 and not Path(inputs[0]).exists() and inputs[0] in list_models():
+        model_name = inputs.pop(0)
+    paths = expand_images(inputs)
+    if not paths:
+        raise FileNotFoundError(f"no images in {' '.join(inputs)} ({', '.join(IMAGE_SUFFIXES)})")
+    return model_name or DEFAULT_MODEL, paths
+
+
+def _read_photo(path: Path) -> Image.Image | None:
+    """The photo at ``path`` in RGB, or None (said on stderr) when it is not a readable image."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as photo:
+            rgb: Image.Image = photo.convert("RGB")
+    except (UnidentifiedImageError, OSError) as exc:
+        print(f"zoo predict: {path}: not a readable image ({exc}); skipped", file=sys.stderr)
+        return None
+    return rgb
+
+
+def _predict_one(model: nn.Module, image: Image.Image, names: tuple[str, ...], wanted: set[int] | None,
+                 args: argparse.Namespace) -> tuple[dict[str, Any], list[int], list[dict[str, Any]]]:
+    """``(detections, the indices kept by --score-threshold and --classes, their printed rows)``."""
+    from .inference import detect
+
+    found = detect(model, [image], device=args.device)[0]
+    keep = [i for i in range(len(found["scores"])) if found["scores"][i] >= args.score_threshold
+            and (wanted is None or int(found["labels"][i]) in wanted)]
+    rows = [{"name": names[int(found["labels"][i]) - 1], "label": int(found["labels"][i]),
+             "score": round(float(found["scores"][i]), 4),
+             "box": [round(float(v), 1) for v in found["boxes"][i]]} for i in keep]
+    return found, keep, rows
+
+
+def _compare_one(args: argparse.Namespace, path: Path, image: Image.Image, *, truth: ImageTruth,
+                 label_of: dict[int, int], wanted: set[int] | None, found: dict[str, Any], keep: list[int]
+                 ) -> Comparison:
+    """``--compare``: the kept detections of one image matched to its ground truth."""
+    from .visualize import compare
+
+    if truth.width and (truth.width, truth.height) != image.size:
+        print(f"zoo predict: {path} is {image.width}x{image.height} but {args.compare} says "
+              f"{truth.width}x{truth.height}; its ground-truth boxes may be misplaced", file=sys.stderr)
+    gt = [k for k, cid in enumerate(truth.category_ids.tolist())
+          if cid in label_of and (wanted is None or label_of[cid] in wanted)]
+    return compare(found["boxes"][keep], found["labels"][keep], found["scores"][keep],
+                   truth.boxes[gt], [label_of[int(truth.category_ids[k])] for k in gt], args.iou,
+                   gt_crowd=truth.crowd[gt])
+
+
+def _print_predictions(args: argparse.Namespace, path: Path, image: Image.Image, line: dict[str, Any],
+                       rows: list[dict[str, Any]], comparison: Comparison | None) -> None:
+    """One image's output: a JSON line or a readable block, and its drawn picture under --out."""
+    from .result_pictures import counts
+    from .visualize import draw_detections
+
+    if args.json:
+        print(json.dumps(line))
+    else:
+        counted = f"; {counts(comparison)}" if comparison is not None else ""
+        print(f"{path} ({image.width}x{image.height}): {len(rows)} detection{'s' if len(rows) != 1 else ''}"
+              f"{counted}")
+        for row in rows:
+            print(f"  {row['name']:>20s}  {row['score']:.3f}  [{', '.join(f'{v:.1f}' for v in row['box'])}]")
+    if args.out and comparison is None:
+        drawn = draw_detections(image, [r["box"] for r in rows], [r["label"] for r in rows],
+                                [r["score"] for r in rows], [r["name"] for r in rows],
+                                captions=not args.no_labels)
+        drawn.save(args.out / f"{path.stem}.jpg", quality=90)
+
+
+def _annotated_images(args: argparse.Namespace, paths: list[Path]
+                      ) -> tuple[list[Path], dict[Path, ImageTruth], dict[int, str]]:
     """For ``--compare``: the images listed in the annotation file, each one's ground truth, and the file's
     categories (id -> name); the images left out are said once on stderr."""
     from .result_pictures import load_coco_truth
@@ -244,7 +293,8 @@ def _annotated_images(args: argparse.Namespace, paths: list[Path]) -> tuple[list
         shown = ", ".join(p.name for p in missing[:5]) + (" ..." if len(missing) > 5 else "")
         print(f"zoo predict: {len(missing)} images are not listed in {args.compare}, skipped: {shown}",
               file=sys.stderr)
-    return [path for path in paths if truth_of[path] is not None], truth_of, truth.categories
+    found = {path: image for path, image in truth_of.items() if image is not None}
+    return list(found), found, truth.categories
 
 
 def _model_labels(ann: str, categories: dict[int, str], classes: tuple[str, ...]) -> dict[int, int]:
@@ -334,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _plugins() -> dict:
+def _plugins() -> dict[str, EntryPoint]:
     return {ep.name: ep for ep in entry_points(group=_PLUGIN_GROUP)}
 
 

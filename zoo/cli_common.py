@@ -11,7 +11,7 @@ import errno
 import os
 import sys
 from collections.abc import Callable
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from . import hub
 
@@ -39,7 +39,7 @@ _MIRROR_FIX = f"--mirror URL or ${hub.MIRROR_ENV}"
 class Parser(argparse.ArgumentParser):
     """argparse with ``--debug`` on every (sub)command and a one-line error for bad arguments."""
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                           help="show the traceback of a failure instead of its one-line message")

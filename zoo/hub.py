@@ -41,6 +41,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock
 from tqdm.auto import tqdm
@@ -215,12 +216,14 @@ def fetch(
     if offline and force:
         raise ValueError("force downloads again, which offline forbids")
     if source.startswith("hf://"):
-        return _fetch_hf(parse_hf(source), expected, cache_dir, mirror, offline, progress, force)
+        return _fetch_hf(parse_hf(source), expected, cache_dir=cache_dir, mirror=mirror, offline=offline,
+                         progress=progress, force=force)
     if source.startswith(("http://", "https://")):
         if offline:
             return _cached_offline(source, cache_path(source, cache_dir), expected)
         limits = _setting(deadline, DEADLINE_ENV, DEADLINE_S), _setting(min_rate, MIN_RATE_ENV, MIN_RATE)
-        return _fetch_url(source, expected, cache_dir, mirror, progress, force, _Pace(timeout, *limits))
+        return _fetch_url(source, expected, cache_dir=cache_dir, mirror=mirror, progress=progress, force=force,
+                          pace=_Pace(timeout, *limits))
     if "://" in source:
         raise ValueError(f"unsupported source {source!r}: use hf://, https://, http:// or a local path")
     return _fetch_local(Path(source).expanduser(), expected)
@@ -263,13 +266,13 @@ def _cached_offline(url: str, path: Path, expected: str | None) -> Path:
     """The cached file of ``url`` without any connection; a file that does not verify is left where it is."""
     if not path.is_file():
         raise OfflineError(url, path)
-    if not _matches(actual := sha256_file(path), expected):
+    if expected is not None and not _matches(actual := sha256_file(path), expected):
         raise ChecksumError(str(path), expected, actual)
     return path
 
 
 def _fetch_url(
-    url: str, expected: str | None, cache_dir: str | Path | None, mirror: str | None, progress: bool, force: bool,
+    url: str, expected: str | None, *, cache_dir: str | Path | None, mirror: str | None, progress: bool, force: bool,
     pace: _Pace,
 ) -> Path:
     final = cache_path(url, cache_dir)
@@ -375,17 +378,7 @@ def _download(url: str, part: Path, progress: bool, pace: _Pace) -> str:
 
     digest = hashlib.sha256()
     with response:
-        if response.status == 206:
-            content_range = response.headers.get("Content-Range")
-            if not start or _range_start(content_range) != start:
-                part.unlink(missing_ok=True)
-                raise DownloadError(url, f"answered {content_range!r} to a request for bytes {start}-")
-            with open(part, "rb") as f:
-                while chunk := f.read(_CHUNK):
-                    digest.update(chunk)
-            mode, kept = "ab", start
-        else:  # no partial file, or the server ignored Range and sends the whole body
-            mode, kept = "wb", 0
+        mode, kept = _resume(url, part, start, response, digest)
         length = response.headers.get("Content-Length")
         total = kept + int(length) if length and length.isdigit() else None
         # appending needs total - start more bytes; rewriting needs total, less the start bytes it truncates
@@ -414,6 +407,22 @@ def _download(url: str, part: Path, progress: bool, pace: _Pace) -> str:
     return digest.hexdigest()
 
 
+def _resume(url: str, part: Path, start: int, response: http.client.HTTPResponse, digest: hashlib._Hash
+            ) -> tuple[str, int]:
+    """``(file mode, bytes kept)``: append to ``part`` when the server resumed at ``start`` (``digest`` then holds
+    the kept bytes), else rewrite it (no partial file, or the server ignored Range and sends the whole body)."""
+    if response.status != 206:
+        return "wb", 0
+    content_range = response.headers.get("Content-Range")
+    if not start or _range_start(content_range) != start:
+        part.unlink(missing_ok=True)
+        raise DownloadError(url, f"answered {content_range!r} to a request for bytes {start}-")
+    with open(part, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return "ab", start
+
+
 def _no_space(url: str, part: Path, total: int | None) -> NoSpaceError:
     """Remove ``part``; the error says what the file needs and what is free then."""
     part.unlink(missing_ok=True)
@@ -435,39 +444,41 @@ def _reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-class _SilentTqdm(tqdm):
-    def __init__(self, *args, **kwargs) -> None:
+class _SilentTqdm(tqdm):  # type: ignore[type-arg]  # tqdm's stubs are generic in the iterable; this one has none
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs["disable"] = True
         super().__init__(*args, **kwargs)
 
 
 def _fetch_hf(
-    src: HfSource, expected: str | None, cache_dir: str | Path | None, mirror: str | None, offline: bool,
+    src: HfSource, expected: str | None, *, cache_dir: str | Path | None, mirror: str | None, offline: bool,
     progress: bool, force: bool,
 ) -> Path:
     from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
 
-    kwargs = dict(
-        repo_id=src.repo_id, filename=src.filename, revision=src.revision, endpoint=mirror or None,
-        cache_dir=Path(cache_dir).expanduser() / "huggingface" if cache_dir else None,
-        tqdm_class=None if progress else _SilentTqdm,
-    )
+    hf_cache = Path(cache_dir).expanduser() / "huggingface" if cache_dir else None
+
+    def download(*, local_files_only: bool = False, force_download: bool = False) -> str:
+        return hf_hub_download(src.repo_id, src.filename, revision=src.revision, endpoint=mirror or None,
+                               cache_dir=hf_cache, tqdm_class=None if progress else _SilentTqdm,
+                               local_files_only=local_files_only, force_download=force_download)
+
     offline = offline or constants.is_offline_mode()  # huggingface-hub read $HF_HUB_OFFLINE at import
     cached = None
     if not force:  # a cached file that verifies is used without any network call, whatever the revision names
         try:
-            cached = hf_hub_download(**kwargs, local_files_only=True)
+            cached = download(local_files_only=True)
         except LocalEntryNotFoundError:
             if offline:
-                raise OfflineError(str(src), kwargs["cache_dir"] or Path(constants.HF_HUB_CACHE)) from None
+                raise OfflineError(str(src), hf_cache or Path(constants.HF_HUB_CACHE)) from None
         else:
             if expected is None or _matches(actual := sha256_file(cached), expected):
                 return Path(cached)
             if offline:
                 raise ChecksumError(str(src), expected, actual)
     try:  # a cached file that failed verification is downloaded again
-        path = hf_hub_download(**kwargs, force_download=force or cached is not None)
+        path = download(force_download=force or cached is not None)
     except (HfHubHTTPError, EntryNotFoundError, OSError) as e:
         where = f" via {mirror}" if mirror else ""
         raise DownloadError(str(src), f"{type(e).__name__}{where}: {e}") from e

@@ -52,7 +52,8 @@ def detect(model: nn.Module, images: Sequence[Photo], *,
            input_size: tuple[int, int] | None = None, pad_value: float | None = None,
            device: str | torch.device | None = None) -> list[dict[str, np.ndarray]]:
     """Run a zoo detector on photos (file paths, Pillow images or RGB uint8 arrays): ``[{"boxes" [N, 4] xyxy,
-    "scores" [N], "labels" [N] (1..C)}]`` in each photo's pixels; label ``l`` names ``model.categories[l - 1]``. ``input_size`` (H, W) defaults to :func:`input_size_of`; ``None`` there passes photos unchanged."""
+    "scores" [N], "labels" [N] (1..C)}]`` in each photo's pixels; label ``l`` names ``model.categories[l - 1]``.
+    ``input_size`` (H, W) defaults to :func:`input_size_of`; ``None`` there passes photos unchanged."""
     import torch
 
     size = input_size or input_size_of(model)

@@ -5,8 +5,9 @@ none of them keeps a second copy of the numbers.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from .letterbox import letterbox, letterbox_geometry
 
@@ -43,7 +44,7 @@ class Preprocessing:
     resize: Literal["shorter_side", "letterbox"] = "shorter_side"
     pad_value: float = 0.0
     channels: Literal["RGB", "BGR"] = "RGB"
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def input_size(self, side: int | None = None) -> tuple[int, int]:
         """The fixed ``(H, W)`` that serving letterboxes photos into and exports take: ``side x side`` when given,
@@ -55,16 +56,16 @@ class Preprocessing:
             return (self.min_size, self.max_size)
         return (self.min_size, self.min_size)
 
-    def transform_kwargs(self) -> dict:
+    def transform_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of torchvision's detection models that set their GeneralizedRCNNTransform."""
         return {"min_size": self.min_size, "max_size": self.max_size, "image_mean": list(self.mean),
                 "image_std": list(self.std), "size_divisible": self.size_divisible}
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> Preprocessing:
+    def from_dict(cls, data: Mapping[str, Any]) -> Preprocessing:
         data = dict(data)
         for key in ("mean", "std"):
             if key in data:

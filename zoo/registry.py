@@ -5,8 +5,10 @@ import difflib
 import fnmatch
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .preprocess import Preprocessing
 from .vocabulary import DETECTION, cache_root
@@ -63,7 +65,7 @@ class ModelSpec:
     preprocessing: Preprocessing
     license: str
     recipe: str
-    build_kwargs: dict = field(default_factory=dict)
+    build_kwargs: dict[str, Any] = field(default_factory=dict)
     metrics: tuple[Metric, ...] = ()
     datasets: tuple[str, ...] = ()
     version: str = "1"
@@ -126,7 +128,7 @@ def get_spec(name: str) -> ModelSpec:
     raise UnknownModelError(f"unknown model {name!r}{hint}")
 
 
-def spec_from_dict(data: dict, **overrides: object) -> ModelSpec:
+def spec_from_dict(data: Mapping[str, Any], **overrides: object) -> ModelSpec:
     """A :class:`ModelSpec` from its ``dataclasses.asdict`` form (as published weights carry it in their metadata)."""
     from dataclasses import fields
 
@@ -179,7 +181,7 @@ def register_weights(name: str, weights: str | Path, *, registry: str | Path | N
     return _user_spec(name, entries[name])
 
 
-def _read_registry(path: Path) -> dict[str, dict]:
+def _read_registry(path: Path) -> dict[str, dict[str, Any]]:
     if not path.is_file():
         return {}
     try:
@@ -189,11 +191,11 @@ def _read_registry(path: Path) -> dict[str, dict]:
         raise ValueError(f"user registry {path} is not readable ({exc!r}); fix or delete it") from None
 
 
-def _user_entries() -> dict[str, dict]:
+def _user_entries() -> dict[str, dict[str, Any]]:
     return _read_registry(user_registry_path())
 
 
-def _user_spec(name: str, entry: dict) -> ModelSpec:
+def _user_spec(name: str, entry: dict[str, Any]) -> ModelSpec:
     weights = Path(entry["weights"])
     if not weights.is_file():
         raise UnknownModelError(f"{name!r} is in the user registry {user_registry_path()} but its weights "

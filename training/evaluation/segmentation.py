@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from training.evaluation.distributed import all_reduce_sum
+from training.distributed import all_reduce_sum
 
 
 class ConfusionMatrix:

@@ -13,6 +13,7 @@ from pathlib import Path
 from torch import Tensor
 
 from ..registry import ModelSpec
+from ..vocabulary import DETECTION
 from .mmdet import (
     convert_mmdet_faster_rcnn,
     convert_mmdet_retinanet,
@@ -33,7 +34,8 @@ read_foreign_checkpoint = load_mmdet_checkpoint
 
 __all__ = [
     "CONVERTERS", "check_num_classes", "class_count", "convert_file", "convert_mmdet_faster_rcnn",
-    "convert_mmdet_retinanet", "get_converter", "load_mmdet_checkpoint", "mmdet_classes", "read_foreign_checkpoint", "transfer_head",
+    "convert_mmdet_retinanet", "get_converter", "load_mmdet_checkpoint", "mmdet_classes", "read_foreign_checkpoint",
+    "transfer_head",
 ]
 
 
@@ -74,7 +76,7 @@ def convert_file(
             "categories": json.dumps(list(get_categories(spec.categories))),
             "spec": json.dumps(asdict(spec)),
         }
-        background = spec.background or spec.task == "detection"
+        background = spec.background or spec.task == DETECTION
     else:
         spec = None
         convert = get_converter(converter) if isinstance(converter, str) else converter

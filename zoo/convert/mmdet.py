@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -46,7 +47,7 @@ _RETINANET = _BACKBONE + [
 ]
 
 
-def load_mmdet_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict]:
+def load_mmdet_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """Read an MMDetection ``.pth`` (``{"meta", "state_dict"}``, or a bare state dict) with ``weights_only=True``.
 
     Returns ``(state_dict, meta)``; a pickle that needs arbitrary Python objects raises
@@ -64,7 +65,7 @@ def load_mmdet_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict]:
     return dict(state_dict), dict(meta) if isinstance(meta, dict) else {}
 
 
-def mmdet_classes(meta: dict | None) -> list[str] | None:
+def mmdet_classes(meta: Mapping[str, Any] | None) -> list[str] | None:
     """The class list MMDetection stores in a checkpoint: meta['CLASSES'] (2.x) or meta['dataset_meta']['classes']
     (3.x); None when absent."""
     if not isinstance(meta, dict):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -22,7 +23,7 @@ from torch import Tensor, nn
 from ..registry import ModelSpec, get_spec
 
 
-def _graph_convs(path: Path) -> list[tuple[str, Tensor, Tensor | None, dict]]:
+def _graph_convs(path: Path) -> list[tuple[str, Tensor, Tensor | None, dict[str, Any]]]:
     """``(node name, weight, bias, attributes)`` of every ``Conv`` node, in graph order."""
     try:
         import onnx
@@ -61,7 +62,7 @@ def _conv_calls(model: nn.Module, input_size: tuple[int, int]) -> list[tuple[str
     return calls
 
 
-def _check_pair(node: str, attrs: dict, weight: Tensor, name: str, conv: nn.Conv2d) -> None:
+def _check_pair(node: str, attrs: dict[str, Any], weight: Tensor, name: str, conv: nn.Conv2d) -> None:
     same = (tuple(weight.shape) == tuple(conv.weight.shape)
             and tuple(attrs.get("strides", (1, 1))) == tuple(conv.stride)
             and int(attrs.get("group", 1)) == conv.groups

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -95,7 +95,7 @@ class FusedFrozenBatchNorm2d(FrozenBatchNorm2d):
 NORM_LAYERS: dict[str, type[nn.Module]] = {"frozen": FusedFrozenBatchNorm2d, "bn": nn.BatchNorm2d}
 
 
-def resnet50_body(pretrained_backbone: str | Path | None, *, norm: str = "frozen", **kwargs) -> nn.Module:
+def resnet50_body(pretrained_backbone: str | Path | None, *, norm: str = "frozen", **kwargs: Any) -> nn.Module:
     """torchvision ResNet-50 with random weights, or with the weights of a local file.
 
     ``norm``: "frozen" (FrozenBatchNorm2d: finetuning, inference) or "bn" (trainable BatchNorm2d, which the training
@@ -225,6 +225,8 @@ def rpn_anchor_generator(compat: Compat) -> AnchorGenerator:
 def use_mmdet_transform(model: nn.Module) -> None:
     """Replace a torchvision detector's ``GeneralizedRCNNTransform`` by :class:`MMDetTransform` with its settings."""
     t = model.transform
+    if not isinstance(t, GeneralizedRCNNTransform):
+        raise TypeError(f"{type(model).__name__} has no GeneralizedRCNNTransform to replace")
     model.transform = MMDetTransform(t.min_size, t.max_size, t.image_mean, t.image_std, t.size_divisible)
 
 
@@ -237,18 +239,19 @@ def fasterrcnn_r50_fpn(
     pretrained_backbone: str | Path | None = None,
     trainable_backbone_layers: int = 3,
     norm: str = "frozen",
-    **kwargs,
+    **kwargs: Any,
 ) -> FasterRCNN:
     """torchvision ``FasterRCNN`` on ResNet-50-FPN with ``num_classes`` = C + 1 (label 0 background).
 
     Backbone BatchNorm is frozen (``FrozenBatchNorm2d``), as MMDetection's ``norm_eval`` and torchvision's pretrained
-    detectors do; ``norm="bn"`` makes it trainable (SyncBN pretraining). ``pretrained_backbone``: a local ImageNet ResNet-50 file (never downloaded).
+    detectors do; ``norm="bn"`` makes it trainable (SyncBN pretraining). ``pretrained_backbone``: a local ImageNet
+    ResNet-50 file (never downloaded).
     ``kwargs`` go to ``FasterRCNN`` and override the values derived from ``preprocessing``.
     """
     check_compat(compat)
     pre = preprocessing or DETECTION_800
     backbone = _resnet_fpn_extractor(resnet50_body(pretrained_backbone, norm=norm), trainable_backbone_layers)
-    options: dict = {
+    options: dict[str, Any] = {
         **pre.transform_kwargs(),
         "box_score_thresh": pre.score_threshold,
         "box_nms_thresh": pre.nms_threshold,

@@ -15,6 +15,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -162,7 +163,7 @@ def retinanet_lite0_fpn(
     preprocessing: Preprocessing | None = None,
     pretrained_backbone: str | None = None,
     fpn_channels: int = 64,
-    **kw,
+    **kw: Any,
 ) -> RetinaNet:
     """RetinaNet with an EfficientNet-Lite0 FPN backbone; ``num_classes`` counts the background (row 0, unused).
 

@@ -27,7 +27,8 @@ CLASSIFIER_KEYS = ("classifier.5", "aux_classifier.4")
 def init_classifier_(conv: nn.Conv2d) -> nn.Conv2d:
     """Per-pixel classifier initialisation (normal, std 0.01, bias 0), as MMSegmentation's decode heads."""
     nn.init.normal_(conv.weight, std=0.01)
-    nn.init.zeros_(conv.bias)
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
     return conv
 
 
@@ -89,7 +90,8 @@ class PSPNet(nn.Module):
         mean = torch.as_tensor(self.mean, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
         std = torch.as_tensor(self.std, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
         features = self.backbone((images - mean) / std)
-        result = {"out": F.interpolate(self.classifier(features["out"]), size=size, mode="bilinear", align_corners=False)}
+        logits = self.classifier(features["out"])
+        result = {"out": F.interpolate(logits, size=size, mode="bilinear", align_corners=False)}
         if self.aux_classifier is not None:
             aux = self.aux_classifier(features["aux"])
             result["aux"] = F.interpolate(aux, size=size, mode="bilinear", align_corners=False)

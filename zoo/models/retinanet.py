@@ -16,6 +16,7 @@ per level above score 0.05, class-wise NMS 0.5, 100 detections (torchvision's de
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -44,6 +45,7 @@ class MMDetP6P7(ExtraFPNBlock):
         self.p7 = nn.Conv2d(out_channels, out_channels, 3, 2, 1)
         for conv in (self.p6, self.p7):  # torchvision's LastLevelP6P7 initialisation
             nn.init.kaiming_uniform_(conv.weight, a=1)
+            assert conv.bias is not None  # built with one
             nn.init.constant_(conv.bias, 0)
 
     def forward(self, p: list[Tensor], c: list[Tensor], names: list[str]) -> tuple[list[Tensor], list[str]]:
@@ -95,6 +97,7 @@ class MMDetRetinaNet(RetinaNet):
 def set_background_rows_(cls_logits: nn.Conv2d, num_classes: int) -> None:
     """Hold class 0 of every anchor at weight 0, bias -10 (channels are anchor-major: ``a * num_classes + k``)."""
     rows = torch.arange(0, cls_logits.out_channels, num_classes)
+    assert cls_logits.bias is not None  # RetinaNet's classifier has one
     cls_logits.weight[rows] = 0.0
     cls_logits.bias[rows] = BACKGROUND_BIAS
 
@@ -108,7 +111,7 @@ def retinanet_r50_fpn(
     pretrained_backbone: str | Path | None = None,
     trainable_backbone_layers: int = 3,
     norm: str = "frozen",
-    **kwargs,
+    **kwargs: Any,
 ) -> RetinaNet:
     """torchvision ``RetinaNet`` on ResNet-50-FPN (P3-P7) with ``num_classes`` = C + 1 (row 0 unused background).
 
@@ -121,10 +124,9 @@ def retinanet_r50_fpn(
         raise ValueError(f"num_classes counts the background row: need at least 2, got {num_classes}")
     pre = preprocessing or DETECTION_800
     extra = MMDetP6P7(2048, 256) if compat == "mmdet" else LastLevelP6P7(256, 256)
-    backbone = _resnet_fpn_extractor(
-        resnet50_body(pretrained_backbone, norm=norm), trainable_backbone_layers, returned_layers=[2, 3, 4], extra_blocks=extra
-    )
-    options: dict = {
+    backbone = _resnet_fpn_extractor(resnet50_body(pretrained_backbone, norm=norm), trainable_backbone_layers,
+                                     returned_layers=[2, 3, 4], extra_blocks=extra)
+    options: dict[str, Any] = {
         **pre.transform_kwargs(),
         "score_thresh": pre.score_threshold,
         "nms_thresh": pre.nms_threshold,

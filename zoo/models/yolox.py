@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -256,10 +257,11 @@ class LetterboxTransform(nn.Module):
             if image.dim() != 3 or image.shape[0] != 3:
                 raise ValueError(f"expected an RGB image tensor [3, H, W], got shape {tuple(image.shape)}")
             scale, new_h, new_w = letterbox_geometry(image.shape[-2], image.shape[-1], (height, width))
+            resized = image
             if (new_h, new_w) != tuple(image.shape[-2:]):
-                image = F.interpolate(image[None], size=(new_h, new_w), mode="bilinear", align_corners=False,
-                                      antialias=scale < 1)[0].clamp_(0, 1)
-            batch[b, :, :new_h, :new_w] = image
+                resized = F.interpolate(image[None], size=(new_h, new_w), mode="bilinear", align_corners=False,
+                                        antialias=scale < 1)[0].clamp_(0, 1)
+            batch[b, :, :new_h, :new_w] = resized
             scales.append(scale)
         return batch, scales
 
@@ -337,7 +339,7 @@ class YOLOX(nn.Module):
 
 
 @register_builder("yolox_nano")
-def yolox_nano(num_classes: int, *, preprocessing: Preprocessing | None = None, **kw) -> YOLOX:
+def yolox_nano(num_classes: int, *, preprocessing: Preprocessing | None = None, **kw: Any) -> YOLOX:
     """YOLOX-Nano (depth 0.33, width 0.25, depthwise; 0.91M parameters at 80 classes); ``num_classes`` counts the
     background (81 for COCO-80). ``frozen_bn=False`` trains BatchNorm statistics too (large-batch training from
     scratch)."""

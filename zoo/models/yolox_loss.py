@@ -37,7 +37,7 @@ def _matched_iou(pred: Tensor, target: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def simota_assign(boxes: Tensor, cls_logits: Tensor, obj_logits: Tensor, centres: Tensor, strides: Tensor,
+def simota_assign(boxes: Tensor, cls_logits: Tensor, obj_logits: Tensor, centres: Tensor, strides: Tensor, *,
                   gt_boxes: Tensor, gt_classes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """One image: ``(foreground mask [A], matched ground truth [F], IoU with it [F])``.
 
@@ -98,7 +98,8 @@ def yolox_losses(raw: Tensor, grid: Tensor, strides: Tensor, targets: Sequence[d
         if (gt_classes < 0).any() or (gt_classes >= num_classes).any():
             raise ValueError(f"target labels must be in 1..{num_classes}, got {target['labels'].tolist()}")
         fg, matched, matched_ious = simota_assign(boxes[b].detach(), cls_logits[b].detach(), obj_logits[b].detach(),
-                                                  anchor_centres, stride_px, gt_boxes, gt_classes)
+                                                  anchor_centres, stride_px, gt_boxes=gt_boxes,
+                                                  gt_classes=gt_classes)
         fg_masks.append(fg)
         box_targets.append(gt_boxes[matched])
         cls_targets.append(F.one_hot(gt_classes[matched], num_classes).to(raw.dtype) * matched_ious[:, None])
