@@ -309,3 +309,20 @@ def test_unused_first_class_is_dropped(repos, hf_hub):
     model = zoo.load(spec_name(UNUSED_FIRST, repos, unused_first_class=True), progress=False)
     assert model.config.num_labels == len(HUB_NAMES) and model.categories == get_categories(CATEGORY_KEY)
     assert_same_logits_as_transformers(model, repos[UNUSED_FIRST], "rt_detr", first=1)
+
+
+def test_finetune_from_a_detr_entry_publishes_a_loadable_model(repos, hf_hub, tmp_path, monkeypatch):
+    """``training.finetune`` from a DETR-family entry: the head transferred through the mapping, the finetune loop
+    run on transformers' loss terms, the result published and loadable by name with the dataset's classes."""
+    import training
+    from tiny_detection_data import CLASSES, write_voc
+
+    monkeypatch.setenv("O365ZOO_REGISTRY", str(tmp_path / "registry.json"))
+    torch.set_num_threads(2)
+    root = write_voc(tmp_path / "voc")
+    result = training.finetune(root, val=root, init=spec_name("rt_detr", repos), epochs=2, eval_every=2,
+                               name="detr_space", out=tmp_path / "run", progress=False, workers=0)
+    assert result.mapped == {"person": "person"} and len(result.fresh) == len(CLASSES) - 1
+    model = zoo.load("detr_space", progress=False)
+    assert set(model.categories) == set(CLASSES) and model.config.num_labels == len(CLASSES)
+    assert zoo.detect(model, [root / "JPEGImages" / "rocket.jpg"])[0]["boxes"].shape[1] == 4

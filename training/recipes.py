@@ -71,7 +71,7 @@ class Recipe:
     imports: tuple[str, ...] = ()  # modules imported first (e.g. to register a custom architecture)
     extra: dict = field(default_factory=dict)
 
-    def override(self, pairs: typing.Iterable[str]) -> "Recipe":
+    def override(self, pairs: typing.Iterable[str]) -> Recipe:
         """Apply ``key=value`` strings; values parse as the field's type (tuples: comma-separated or JSON)."""
         hints = typing.get_type_hints(Recipe)
         changes = {}
@@ -85,7 +85,7 @@ class Recipe:
             changes[key] = _parse(raw, hints[key], key)
         return dataclasses.replace(self, **changes)
 
-    def for_batch(self, global_batch: int) -> "Recipe":
+    def for_batch(self, global_batch: int) -> Recipe:
         """Linear scaling to ``global_batch``: lr x k; iterations, steps and warmup / k (k = batch / batch_size)."""
         if global_batch == self.batch_size:
             return self
@@ -97,7 +97,7 @@ class Recipe:
                  global_batch, self.lr, scaled.lr, self.max_iter, scaled.max_iter)
         return scaled
 
-    def for_dataset(self, num_images: int) -> "Recipe":
+    def for_dataset(self, num_images: int) -> Recipe:
         """Resolve ``max_epochs``/``step_epochs`` to iterations at this recipe's batch size."""
         if self.max_epochs is None:
             return self
@@ -194,6 +194,15 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
            ims_per_gpu=4, checkpoint_period=8000,
            source="MMSegmentation configs/pspnet/pspnet_r50-d8_4xb4-80k_ade20k-512x512.py: as the VOC recipe "
                   "with 80K iterations"),
+    Recipe(name="detr_finetune", arch="hf_detr", init="rtdetr_r18vd_coco_o365", optimizer="adamw", lr=1e-4,
+           batch_size=16, weight_decay=1e-4, max_epochs=72, step_epochs=(), warmup_iters=0, clip_grad=0.1,
+           min_sizes=(640,), max_size=640,
+           source="RT-DETR (lyuwenyu/RT-DETR rtdetr_pytorch/configs/rtdetr/include/optimizer.yml, commit "
+                  "1a2001228d470e816274df9d0c66d1cbe20b761d): AdamW lr 1e-4, betas (0.9, 0.999), weight decay 1e-4 "
+                  "(none on biases and norms), grad-norm clip 0.1, 72 epochs with no lr step (milestone 160), "
+                  "640 x 640 input; global batch 16 from the RT-DETR paper (Zhao et al. 2023). Not carried over: "
+                  "the backbone's lower lr (5e-5) and the weight EMA (0.9999). --init any DETR-family entry "
+                  "(dfine_s_obj365, lwdetr_tiny_30e_objects365): the class head is transferred through the mapping"),
 )}
 
 
