@@ -1,13 +1,12 @@
 """One sequential read of a large JSON object (a COCO annotation file), yielding its top-level lists in batches.
 
-The Objects365 train file is 1.66 GB with 10M annotation records: parsed whole with :func:`json.load` it needs ~8 GB;
-streamed record by record with ijson (yajl2_c) it costs one pass per list. Here the standard library's C decoder
-reads the file once in chunks: each chunk of a list is cut at its last ``},`` and decoded as one JSON array
-(``[ ... }]``), which is valid JSON only if the cut fell between two records (inside a string or a nested object the
-brackets or quotes would not balance) or after the list's own ``]`` (the decoder stops there); when it is not,
-records are decoded one at a time with ``raw_decode``.
-Measured on a synthetic Objects365-shaped file (1M annotations): 2.5 s against 2.9 s for one ijson pass over the
-annotations alone. Memory: one chunk of text plus one batch of records.
+The Objects365 train file is 1.66 GB with 10M annotation records: parsed whole with :func:`json.load` it needs
+several GB; streamed with ijson it costs one full pass per list. Here the standard library's C decoder reads the file
+once in chunks: each chunk of a list is cut at its last ``},`` and decoded as one JSON array (``[ ... }]``), which is
+valid JSON only if the cut fell between two records (inside a string or a nested object the brackets or quotes would
+not balance) or after the list's own ``]`` (the decoder stops there); when it is not, records are decoded one at a
+time with ``raw_decode``. Memory: one chunk of text plus one batch of records. ``benchmarks/bench_stats.py`` times
+the index build that uses it.
 """
 from __future__ import annotations
 
