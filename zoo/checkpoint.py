@@ -7,12 +7,11 @@ Our weights are safetensors with the spec's metadata; foreign checkpoints (e.g. 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import pickle
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from .atomic import atomic_write
 
@@ -97,8 +96,9 @@ def _numpy_scalar_globals() -> list[Any]:
     stored as ``np.int64``). They rebuild a number from bytes and run no code, so they join the allow-list."""
     import numpy as np
 
-    multiarray = "numpy._core.multiarray" if hasattr(np, "_core") else "numpy.core.multiarray"  # NumPy 2 / 1
-    scalar = importlib.import_module(multiarray).scalar
+    # The callable pickle records for a NumPy scalar (numpy._core.multiarray.scalar in NumPy 2, numpy.core's in 1),
+    # read through the public pickle protocol instead of NumPy's private module.
+    scalar = cast(tuple[Any, ...], np.int64(0).__reduce__())[0]
     dtype_classes = [type(np.dtype(t)) for t in ("bool", "int8", "int16", "int32", "int64", "uint8", "float16",
                                                    "float32", "float64")]
     return [scalar, np.dtype, *dtype_classes]

@@ -250,6 +250,9 @@ def fasterrcnn_r50_fpn(
     """
     check_compat(compat)
     pre = preprocessing or DETECTION_800
+    # torchvision's private ``_resnet_fpn_extractor`` wraps a ResNet we built (BatchNorm choice, our ImageNet file)
+    # in its FPN with the layer freezing of ``trainable_layers``; the public resnet_fpn_backbone builds its own ResNet.
+    # tests/test_torchvision_internals.py checks its outputs and freezing.
     backbone = _resnet_fpn_extractor(resnet50_body(pretrained_backbone, norm=norm), trainable_backbone_layers)
     options: dict[str, Any] = {
         **pre.transform_kwargs(),

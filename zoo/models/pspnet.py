@@ -118,6 +118,9 @@ def pspnet_r50(
     pre = preprocessing or SEGMENTATION_512
     body = resnet50_body(pretrained_backbone, norm="bn", replace_stride_with_dilation=[False, True, True])
     return_layers = {"layer4": "out", "layer3": "aux"} if aux else {"layer4": "out"}
+    # IntermediateLayerGetter lives in torchvision's private ``models._utils`` (torchvision's own segmentation models
+    # use it); it keeps the ResNet's module names, so state dicts keep their keys, which the public fx-based
+    # create_feature_extractor does not promise. tests/test_torchvision_internals.py checks it.
     backbone = IntermediateLayerGetter(body, return_layers=return_layers)
     aux_classifier = None
     if aux:

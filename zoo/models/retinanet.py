@@ -124,6 +124,9 @@ def retinanet_r50_fpn(
         raise ValueError(f"num_classes counts the background row: need at least 2, got {num_classes}")
     pre = preprocessing or DETECTION_800
     extra = MMDetP6P7(2048, 256) if compat == "mmdet" else LastLevelP6P7(256, 256)
+    # torchvision's private ``_resnet_fpn_extractor`` wraps a ResNet we built (BatchNorm choice, our ImageNet file)
+    # in its FPN with the layer freezing of ``trainable_layers``; the public resnet_fpn_backbone builds its own ResNet.
+    # tests/test_torchvision_internals.py checks its outputs and freezing.
     backbone = _resnet_fpn_extractor(resnet50_body(pretrained_backbone, norm=norm), trainable_backbone_layers,
                                      returned_layers=[2, 3, 4], extra_blocks=extra)
     options: dict[str, Any] = {
