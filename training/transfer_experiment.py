@@ -17,8 +17,8 @@ Training: the demo model's planned random windows (:class:`training.demo.WindowD
 jitter, flips, rotations, colour jitter) on the shared :class:`training.engine.Trainer`, AdamW, linear warmup then
 cosine decay over the longest iteration count. Like Fig. 1, each way is one run evaluated along the way at the
 requested iteration counts.
-Evaluation: the tree model card's protocol: the held-out tile in one pass at native scale (padded to a multiple of 32, never resized), score >= 0.05, up to 1000 detections, COCO AP and AP50
-(:func:`training.demo.heldout_ap`).
+Evaluation: the tree model card's protocol: the held-out tile in one pass at native scale (padded to a multiple of
+32, never resized), score >= 0.05, up to 1000 detections, COCO AP and AP50 (:func:`training.demo.heldout_ap`).
 
     python benchmarks/bench_transfer.py          # the table, JSON and plot in benchmarks/results/
 """
