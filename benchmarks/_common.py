@@ -5,8 +5,8 @@ import json
 import platform
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -29,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path[:0] = [str(HERE), str(REPO)]
 
-from make_o365_eval_workload import make_workload, write_workload
+from make_o365_eval_workload import make_workload, write_workload  # noqa: E402  (found through the sys.path above)
 
 BACKENDS = ("ours", "faster-coco-eval", "pycocotools")
 
@@ -138,7 +138,8 @@ def main() -> None:
         "workload": "make_o365_eval_workload.py seed 0: 365 categories, ~13 GT boxes/image, 100 detections/image",
         "machine": {"cpus": os.cpu_count(), "load_avg_at_end": os.getloadavg(), "python": platform.python_version(),
                     "platform": platform.platform(),
-                    "versions": {p: importlib.metadata.version(p) for p in ("numpy", "faster-coco-eval", "pycocotools")}},
+                    "versions": {p: importlib.metadata.version(p)
+                                 for p in ("numpy", "faster-coco-eval", "pycocotools")}},
         "rows": rows,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)

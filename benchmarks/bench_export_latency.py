@@ -27,16 +27,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import zoo  # noqa: E402
 from _common import median_time  # noqa: E402
+
+import zoo  # noqa: E402
 from export import export_model  # noqa: E402
-from zoo.letterbox import letterbox  # noqa: E402
 from export.api import runner_for, tolerance_for  # noqa: E402
+from export.contract import output_names  # noqa: E402
 from export.parity import check_parity, sample_photos  # noqa: E402
 from export.runtime import OnnxRunner, TorchScriptRunner, bf16_supported  # noqa: E402
 from export.source import load_source  # noqa: E402
-from export.contract import output_names  # noqa: E402
 from zoo.categories import get_categories  # noqa: E402
+from zoo.letterbox import letterbox  # noqa: E402
 from zoo.models import build  # noqa: E402
 
 MODELS = {"faster_rcnn": "fpn_r50_obj365", "retinanet": "retinanet_r50_obj365", "pspnet": "pspnet_r50_obj365_voc"}

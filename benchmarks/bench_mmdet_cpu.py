@@ -35,13 +35,12 @@ def main() -> int:
     args = parser.parse_args()
     if Path(sys.prefix).resolve() != args.venv.resolve():
         python = reference.ensure_venv(args.venv)
-        return subprocess.run([str(python), __file__, *sys.argv[1:]]).returncode
-
-    import numpy as np
-    import torch
+        return subprocess.run([str(python), __file__, *sys.argv[1:]], check=False).returncode
 
     import common
+    import numpy as np
     import standin_ops
+    import torch
 
     standin_ops.install()
     import mmdet
@@ -66,9 +65,10 @@ def main() -> int:
             for photo_name, photo in photos.items():
                 bgr = np.ascontiguousarray(photo[:, :, ::-1])
                 with torch.inference_mode():
-                    t_mm, _ = median_time(lambda: inference_detector(theirs, bgr), args.repeats)
+                    t_mm, _ = median_time(lambda m=theirs, b=bgr: inference_detector(m, b), args.repeats)
                     t_zoo, _ = median_time(
-                        lambda: ours([torch.from_numpy(photo).permute(2, 0, 1).float().div(255)]), args.repeats)
+                        lambda m=ours, p=photo: m([torch.from_numpy(p).permute(2, 0, 1).float().div(255)]),
+                        args.repeats)
                 times["mmdet"].append(t_mm)
                 times["zoo"].append(t_zoo)
                 per_photo[f"{name}/{photo_name}"] = {"mmdet_s": round(t_mm, 3), "zoo_s": round(t_zoo, 3)}

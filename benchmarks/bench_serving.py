@@ -81,7 +81,7 @@ def summarise(latencies: list[float], seconds: float, statuses: list[int]) -> di
     }
 
 
-def direct(key: str, backend_name: str, image: bytes, requests: int, threads: int, cache: Path,
+def direct(key: str, backend_name: str, image: bytes, *, requests: int, threads: int, cache: Path,
            triton_url: str) -> dict:
     """The backend's own infer(), ``requests`` times in a loop after three warm-ups, on one image decoded once
     ("infer") and decoding its bytes each time ("decode+infer"): no HTTP, no batching."""
@@ -119,7 +119,7 @@ def child_env(threads: int) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(threads)}
 
 
-def direct_in_child(key: str, backend: str, requests: int, threads: int, cache: Path, triton_url: str,
+def direct_in_child(key: str, backend: str, *, requests: int, threads: int, cache: Path, triton_url: str,
                     fmt: str) -> dict:
     """:func:`direct` in a fresh process set up like the server's, so both sides run under the same conditions."""
     job = json.dumps({"key": key, "backend": backend, "requests": requests, "threads": threads, "cache": str(cache),
@@ -258,7 +258,8 @@ def measure(key: str, backend: str, args: argparse.Namespace, triton_url: str) -
                  "max_wait_ms": args.max_wait_ms,
                  "image_size": MODELS[key][1], "pretrained": MODELS[key][2], "threads": args.threads}
     print(f"[{key} / {backend}] direct loop", flush=True)
-    out["direct"] = direct_in_child(key, backend, n, args.threads, args.cache, triton_url, args.format)
+    out["direct"] = direct_in_child(key, backend, requests=n, threads=args.threads, cache=args.cache,
+                                    triton_url=triton_url, fmt=args.format)
     flags = {"triton_url": triton_url} if triton_url else {}
     out["http"] = {}
     with Server(key, backend, args.threads, args.cache, max_batch_size=8, max_wait_ms=args.max_wait_ms,
@@ -315,8 +316,9 @@ def main() -> int:
     args = parser.parse_args()
     if args.direct_worker:
         job = json.loads(args.direct_worker)
-        print(json.dumps(direct(job["key"], job["backend"], test_image(job["key"], job["format"]), job["requests"],
-                                job["threads"], Path(job["cache"]), job["triton_url"])))
+        print(json.dumps(direct(job["key"], job["backend"], test_image(job["key"], job["format"]),
+                                requests=job["requests"], threads=job["threads"], cache=Path(job["cache"]),
+                                triton_url=job["triton_url"])))
         return 0
     rows = []
     for key in args.models.split(","):

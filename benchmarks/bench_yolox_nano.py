@@ -21,8 +21,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import zoo  # noqa: E402
 from _common import median_time, report  # noqa: E402
+
+import zoo  # noqa: E402
 from export import export_model  # noqa: E402
 from export.api import runner_for  # noqa: E402
 from export.contract import output_names  # noqa: E402

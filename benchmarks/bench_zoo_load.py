@@ -20,13 +20,12 @@ import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import test_convert as mm  # noqa: E402  (MMDetection-layout state dicts derived from MMDetection's model code)
+from _common import median_time, report  # noqa: E402
 
 import zoo  # noqa: E402
 from zoo import registry  # noqa: E402
 from zoo.categories import get_categories  # noqa: E402
 from zoo.checkpoint import load_weights  # noqa: E402
-
-from _common import median_time, report  # noqa: E402
 
 
 def main() -> None:

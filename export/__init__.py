@@ -18,7 +18,9 @@ _HOMES = {
     "check_parity": "parity", "ParityReport": "parity", "Tolerance": "parity", "read_metadata": "artifact",
     "ExportError": "artifact",
 }
-__all__ = sorted(_HOMES)
+__all__ = ["ExportError", "ExportUnsupportedError", "ParityError", "ParityReport", "Tolerance", "check_parity",
+           "default_image_size", "export_model", "export_onnx", "export_torchscript", "graph_for",
+           "parity_of_export_dir", "read_metadata"]  # the keys of _HOMES
 
 
 def __getattr__(name: str) -> Any:

@@ -115,7 +115,8 @@ class DetectionGraph(nn.Module):
     def _onnx_nms(self, boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
         return OnnxMulticlassNms.apply(boxes, scores, iou_threshold)
 
-    def finish(self, boxes: Tensor, scores: Tensor, labels: Tensor, count: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def finish(self, boxes: Tensor, scores: Tensor, labels: Tensor, count: int
+               ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Top ``count`` of ``scores [B, M]`` (``-1`` = dropped), padded, boxes rescaled to input pixels."""
         k = min(count, scores.shape[1])
         top, idx = scores.topk(k, dim=1)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo.vocabulary import BF16, F32, RUNTIME_PRECISIONS
+
 Runner = Callable[[np.ndarray], dict[str, np.ndarray]]  # images [B, 3, H, W] float32 -> outputs by name
 
 
@@ -49,7 +51,7 @@ class TorchScriptRunner:
         return {name: v.numpy() for name, v in zip(self.outputs, values)}
 
 
-OPENVINO_PRECISIONS = ("f32", "bf16")
+OPENVINO_PRECISIONS = RUNTIME_PRECISIONS  # f32, bf16
 
 
 def bf16_supported() -> bool:
@@ -67,12 +69,12 @@ class OpenVinoRunner:
     AMX) and is refused elsewhere; its answers differ from fp32 by more than the fp32 parity tolerance
     (:data:`export.parity.BF16_TOLERANCE`)."""
 
-    def __init__(self, path: str | Path, precision: str = "f32", threads: int | None = None) -> None:
+    def __init__(self, path: str | Path, precision: str = F32, threads: int | None = None) -> None:
         import openvino as ov
 
         if precision not in OPENVINO_PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(OPENVINO_PRECISIONS)}, not {precision!r}")
-        if precision == "bf16" and not bf16_supported():
+        if precision == BF16 and not bf16_supported():
             raise RuntimeError("this CPU has no native bfloat16 (AVX512-BF16 or AMX): use precision f32")
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision,
                   "INFERENCE_NUM_THREADS": threads or os.cpu_count() or 1}
@@ -87,7 +89,7 @@ class OpenVinoRunner:
 
 
 def runner_for(fmt: str, path: Path, outputs: tuple[str, ...] | list[str], runtime: str = "onnxruntime",
-               precision: str = "f32", threads: int | None = None,
+               precision: str = F32, threads: int | None = None,
                providers: list[str] | None = None) -> Runner:
     """What runs an artefact: TorchScript, or an ONNX file on onnxruntime (f32; ``providers``, default CPU) or
     OpenVINO (f32 or bf16, CPU); ``outputs``: the names it answers (TorchScript) or fetches (onnxruntime)."""
@@ -95,6 +97,6 @@ def runner_for(fmt: str, path: Path, outputs: tuple[str, ...] | list[str], runti
         return TorchScriptRunner(path, outputs)
     if runtime == "openvino":
         return OpenVinoRunner(path, precision, threads)
-    if runtime != "onnxruntime" or precision != "f32":
+    if runtime != "onnxruntime" or precision != F32:
         raise ValueError(f"runtime {runtime!r} at precision {precision!r}: onnxruntime runs f32, openvino f32 or bf16")
     return OnnxRunner(path, threads, providers, list(outputs))

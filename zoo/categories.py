@@ -523,9 +523,9 @@ def _match(name: str, src_names: tuple[str, ...], src_norm: list[str]) -> int | 
             return _single(name, found, src_names)
     if "/" in norm:
         for part in norm.split("/"):
-            found = _match(part, src_names, src_norm)
-            if found is not None:
-                return found
+            index = _match(part, src_names, src_norm)
+            if index is not None:
+                return index
     return None
 
 

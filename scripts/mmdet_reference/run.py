@@ -80,7 +80,7 @@ def main() -> int:
     args = parser.parse_args()
     if Path(sys.prefix).resolve() != args.venv.resolve():
         python = ensure_venv(args.venv, args.install_torch)
-        return subprocess.run([str(python), __file__, *sys.argv[1:]]).returncode
+        return subprocess.run([str(python), __file__, *sys.argv[1:]], check=False).returncode
     record(args.work, args.threads)
     return 0
 
@@ -119,10 +119,12 @@ def record(work: Path, threads: int) -> None:
     stats = calibrate_backbone(detectors[frcnn_name], list(shared.values()))
     steps = []
     for name in (frcnn_name, retina_name):
-        levels = [k.rsplit(".", 1)[0] for k in recipes[name] if k.startswith("neck.fpn_convs.") and k.endswith("weight")]
+        levels = [k.rsplit(".", 1)[0] for k in recipes[name]
+                  if k.startswith("neck.fpn_convs.") and k.endswith("weight")]
         pyramid = {layer: (LEVEL_GAIN ** i, 0.0, 0.0) for i, layer in enumerate(levels)}
         steps += [(name, pyramid, "std")] * 2  # twice: RetinaNet's P7 is fed by P6
-    steps += [(frcnn_name, RPN_TARGETS, "peak"), (frcnn_name, ROI_TARGETS, "peak"), (retina_name, RETINA_TARGETS, "peak")]
+    steps += [(frcnn_name, RPN_TARGETS, "peak"), (frcnn_name, ROI_TARGETS, "peak"),
+              (retina_name, RETINA_TARGETS, "peak")]
     for name, targets, measure in steps:
         load(detectors[name], recipes[name], stats)
         rescale(detectors[name], recipes[name], targets, list(shared.values()), measure)

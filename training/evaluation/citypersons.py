@@ -126,11 +126,11 @@ def _miss_rate(images: list[_Image], setup: Setup, iou_threshold: float, max_det
                corrected: bool) -> MissRateResult:
     scores, labels, npos = [], [], 0
     (h_lo, h_hi), (v_lo, v_hi) = setup.height, setup.visibility
-    for g_boxes, vis, flagged, d_boxes, d_scores in images:
+    for g_boxes, vis, flagged, all_boxes, all_scores in images:
         height = g_boxes[:, 3] - g_boxes[:, 1]
         ignore = flagged | (height < h_lo) | (height > h_hi) | (vis < v_lo) | (vis > v_hi)
         npos += int(np.count_nonzero(~ignore))
-        d_boxes, d_scores = d_boxes[:max_dets], d_scores[:max_dets]
+        d_boxes, d_scores = all_boxes[:max_dets], all_scores[:max_dets]
         d_height = d_boxes[:, 3] - d_boxes[:, 1]
         keep = (d_height >= h_lo / HEIGHT_MARGIN) & (d_height < h_hi * HEIGHT_MARGIN)
         result = _match_image(d_boxes[keep], g_boxes, ignore, iou_threshold)

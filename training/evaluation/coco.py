@@ -99,7 +99,7 @@ class CocoResult:
     def per_category(self) -> list[dict[str, Any]]:
         """One row per category: id, name, AP, AP50, AP75, APs, APm, APl, AR (-1 when undefined)."""
         rows = []
-        for k, (cid, name) in enumerate(zip(self.category_ids, self.category_names)):
+        for cid, name in zip(self.category_ids, self.category_names):
             one = self.subset([cid]).stats
             rows.append({"id": cid, "name": name, **{key: one[key] for key in ("AP", "AP50", "AP75", "APs", "APm",
                                                                                 "APl")},
@@ -202,8 +202,8 @@ def _ids(values: Any, what: str) -> np.ndarray:
         arr = np.array(values, dtype=object).reshape(-1)
     if arr.dtype.kind == "O":
         out = []
-        for v in arr.tolist():
-            v = v.item() if isinstance(v, np.generic) else v
+        for item in arr.tolist():
+            v = item.item() if isinstance(item, np.generic) else item
             if isinstance(v, float) and v.is_integer() and abs(v) < 2**53:
                 v = int(v)
             if not isinstance(v, int) or isinstance(v, bool) or not -(2**63) <= v < 2**63:

@@ -153,16 +153,16 @@ def _fresh_head(
         cls_head = RetinaNetClassificationHead(state_dict[f"{_ANCHOR_CLS}.weight"].shape[1], anchors, width)
         set_background_rows_(cls_head.cls_logits, width)
         return [(_ANCHOR_CLS, cls_head.cls_logits, anchors, 1)]
+    layers: list[tuple[str, nn.Module, int, int]] = []
     if head.kind == "yolox":
-        layers = []
         level = 0
         while f"{_YOLOX_CLS}.{level}.weight" in state_dict:
             conv = nn.Conv2d(state_dict[f"{_YOLOX_CLS}.{level}.weight"].shape[1], width, 1)
+            assert conv.bias is not None  # built with one
             nn.init.constant_(conv.bias, YOLOX_PRIOR_BIAS)
             layers.append((f"{_YOLOX_CLS}.{level}", conv, 1, 1))
             level += 1
         return layers
-    layers = []
     for key in CLASSIFIER_KEYS:
         if f"{key}.weight" in state_dict:
             conv = init_classifier_(nn.Conv2d(state_dict[f"{key}.weight"].shape[1], width, 1))

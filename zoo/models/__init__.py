@@ -11,6 +11,7 @@ Segmentation models return ``{"out": logits [B, K, H, W]}`` at input resolution,
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
@@ -34,7 +35,7 @@ def list_architectures() -> list[str]:
     return sorted(_BUILDERS)
 
 
-def build(arch: str, num_classes: int, **kwargs) -> nn.Module:
+def build(arch: str, num_classes: int, **kwargs: Any) -> nn.Module:
     """Build ``arch`` with ``num_classes`` outputs (background included for detectors), weights uninitialised
     beyond the architecture's own initialisation; ``kwargs`` go to the builder (e.g. ``compat``, ``preprocessing``)."""
     _import_builders()
