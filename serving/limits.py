@@ -7,27 +7,22 @@ before any pixel is decoded), a type other than JPEG, PNG or WebP (415), an empt
 from __future__ import annotations
 
 import asyncio
-import io
-import warnings
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import ExifTags, Image, ImageFile
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect, Request
 
-from .errors import BadParameter, InvalidImage, PayloadTooLarge, UnsupportedMediaType, UploadTimeout
+from zoo.letterbox import ImageDecodeError, ImageTooLarge, sniff_format
+from zoo.letterbox import decode_image as zoo_decode_image
 
-ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, never a half-grey image
+from .errors import BadParameter, InvalidImage, PayloadTooLarge, UnsupportedMediaType, UploadTimeout
 
 MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 ACCEPTED_CONTENT_TYPES = (*MEDIA_TYPES.values(), "application/octet-stream")
 _DECLARED_FORMAT = {"image/jpeg": "JPEG", "image/jpg": "JPEG", "image/png": "PNG", "image/webp": "WEBP"}
-_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
-              5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
-              8: Image.Transpose.ROTATE_90}  # EXIF orientation -> the transposition that shows the image upright
 
 
 @dataclass(frozen=True)
@@ -42,17 +37,6 @@ class DecodedImage:
     @property
     def height(self) -> int:
         return int(self.pixels.shape[0])
-
-
-def sniff_format(data: bytes) -> str | None:
-    """The format named by the file's signature, or None when it is none of JPEG, PNG, WebP."""
-    if data.startswith(b"\xff\xd8\xff"):
-        return "JPEG"
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "PNG"
-    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "WEBP"
-    return None
 
 
 def _media_type(header: str | None) -> str | None:
@@ -119,7 +103,8 @@ async def _read_multipart(request: Request, max_bytes: int) -> Upload:
 
 
 def decode_image(data: bytes, declared: str | None, max_pixels: int) -> DecodedImage:
-    """Decode JPEG, PNG or WebP bytes to RGB, refusing oversized or broken files before they cost memory."""
+    """Decode JPEG, PNG or WebP bytes to RGB (:func:`zoo.letterbox.decode_image`: EXIF orientation applied, the
+    pixel count checked from the header), refusing oversized or broken files before they cost memory."""
     if not data:
         raise InvalidImage("empty upload: the body holds no image")
     fmt = sniff_format(data)
@@ -129,34 +114,12 @@ def decode_image(data: bytes, declared: str | None, max_pixels: int) -> DecodedI
             raise InvalidImage(f"the body is declared {declared} but is not a {expected} file")
         raise UnsupportedMediaType("unsupported image type: the body is not a JPEG, PNG or WebP file")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=[fmt])  # reads the header only: the size, no pixels
-            width, height = image.size
-            if width * height > max_pixels:
-                raise PayloadTooLarge(
-                    f"image of {width}x{height} pixels exceeds the limit of {max_pixels} pixels"
-                )
-            image.load()
-            transpose = _orientation(image)
-            if image.mode.startswith("I"):  # 16-bit grey (PNG): the top byte; convert() clips all over 255 to white
-                image = Image.fromarray((np.asarray(image).clip(0, 65535) >> 8).astype(np.uint8))
-            if transpose is not None:
-                image = image.transpose(transpose)
-            rgb = image if image.mode == "RGB" else image.convert("RGB")
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise PayloadTooLarge("image declares more pixels than the decoder allows (decompression bomb)") from None
-    except (OSError, SyntaxError, ValueError, EOFError, Image.UnidentifiedImageError) as exc:
-        raise InvalidImage(f"corrupt or truncated {fmt} image: {exc}") from None
-    if rgb.width == 0 or rgb.height == 0:
-        raise InvalidImage("image has zero width or height")
+        rgb = zoo_decode_image(data, formats=(fmt,), max_pixels=max_pixels)
+    except ImageTooLarge as exc:
+        raise PayloadTooLarge(str(exc)) from None
+    except ImageDecodeError as exc:
+        raise InvalidImage(str(exc)) from None
     return DecodedImage(pixels=np.array(rgb, dtype=np.uint8), format=fmt)
-
-
-def _orientation(image: Image.Image) -> Image.Transpose | None:
-    """The transposition the EXIF orientation tag asks for. Read, never rewritten as ``ImageOps.exif_transpose``
-    does: re-encoding a malformed EXIF block raised struct.error or TypeError, for an image that decodes fine."""
-    return _TRANSPOSE.get(image.getexif().get(ExifTags.Base.Orientation))
 
 
 PROTOCOL_HOOKS = ("connection_made", "connection_lost", "on_message_begin", "on_headers_complete",

@@ -17,8 +17,9 @@ from test_serving_batching import TimedBackend, grey
 from serving import ServingConfig
 from serving.backends.base import Detections
 from serving.errors import InvalidImage, PayloadTooLarge, UnsupportedMediaType
-from serving.limits import DecodedImage, decode_image, sniff_format
+from serving.limits import DecodedImage, decode_image
 from serving.results import encode_rle
+from zoo.letterbox import sniff_format
 
 
 def png_bomb(width: int = 30000, height: int = 30000) -> bytes:
