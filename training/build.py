@@ -8,12 +8,12 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from torch import nn
-from torch.utils.data import Dataset
 
 from zoo.preprocess import Preprocessing
+from zoo.registry import ModelSpec
 
 from . import distributed, publish
 from .distributed import Context
@@ -33,7 +33,7 @@ class BuiltModel:
     categories: tuple[str, ...]
 
 
-def build_train_dataset(recipe: Recipe, ctx: Context) -> Dataset:
+def build_train_dataset(recipe: Recipe, ctx: Context) -> Any:
     """The recipe's training set with its training transforms. Rank 0 builds the annotation index first; the other
     ranks then memory-map it."""
     from .data import build_dataset
@@ -43,7 +43,7 @@ def build_train_dataset(recipe: Recipe, ctx: Context) -> Dataset:
     transforms = (segmentation_train(recipe.crop, recipe.scale_range, recipe.flip) if seg
                   else detection_train(recipe.min_sizes, recipe.max_size, recipe.flip))
 
-    def make() -> Dataset:
+    def make() -> Any:
         return build_dataset(recipe.dataset_format, recipe.train_ann, recipe.train_images,
                              categories=recipe.categories, on_unknown=recipe.on_unknown, transforms=transforms)
 
@@ -52,28 +52,36 @@ def build_train_dataset(recipe: Recipe, ctx: Context) -> Dataset:
     return dataset if dataset is not None else make()
 
 
-def build_model(recipe: Recipe, dataset: Dataset, *, progress: bool = True) -> BuiltModel:
+def build_model(recipe: Recipe, dataset: Any, *, progress: bool = True) -> BuiltModel:
     """The model ``recipe`` trains on ``dataset``: ``recipe.arch`` from scratch, the zoo model ``recipe.init`` (its
     class head transferred or reinitialised by ``recipe.head``), or, for a segmentation recipe whose ``init`` is
-    another architecture, ``recipe.arch`` with that model's ResNet trunk. Detection models resize to the recipe's
-    largest ``min_sizes`` and ``max_size``."""
+    another architecture, ``recipe.arch`` with that model's ResNet trunk. ``dataset``: the training set
+    (``categories`` of a detection set, ``num_classes`` of a segmentation set). Detection models resize to the
+    recipe's largest ``min_sizes`` and ``max_size``."""
     seg = recipe.task == "segmentation"
     if seg:
         from zoo.categories import get_categories
 
+        if recipe.categories is None:
+            raise ValueError(f"segmentation recipe {recipe.name!r} needs categories=<zoo category key>")
         names = tuple(get_categories(recipe.categories))
         num_classes = dataset.num_classes
     else:
         names = tuple(dataset.categories)
         num_classes = len(names) + 1
     init_spec = _init_spec(recipe.init) if recipe.init else None
-    if init_spec is not None and init_spec.arch != recipe.arch and seg:
-        built = _transferred_backbone(recipe, num_classes, names, init_spec.arch, progress)
+    if recipe.init and init_spec is not None and init_spec.arch != recipe.arch and seg:
+        built = _transferred_backbone(recipe.init, recipe.arch, num_classes, names, init_spec.arch, progress)
     elif recipe.init:
         import zoo
+        from zoo.api import model_spec
 
-        model = zoo.load(recipe.init, pretrained=True, categories=list(names), head=recipe.head, progress=progress)
-        built = BuiltModel(model, model.spec.arch, model.spec.preprocessing, dict(model.spec.build_kwargs), names)
+        if recipe.head not in ("transfer", "reinit"):
+            raise ValueError(f"head must be 'transfer' or 'reinit', got {recipe.head!r}")
+        head: Literal["transfer", "reinit"] = "transfer" if recipe.head == "transfer" else "reinit"
+        model = zoo.load(recipe.init, pretrained=True, categories=list(names), head=head, progress=progress)
+        spec = model_spec(model)
+        built = BuiltModel(model, spec.arch, spec.preprocessing, dict(spec.build_kwargs), names)
     else:
         from zoo import models
         from zoo.preprocess import DETECTION_800, SEGMENTATION_512
@@ -86,35 +94,36 @@ def build_model(recipe: Recipe, dataset: Dataset, *, progress: bool = True) -> B
     if seg:
         return built
     pre = dataclasses.replace(built.preprocessing, min_size=max(recipe.min_sizes), max_size=recipe.max_size)
-    if hasattr(built.model, "transform"):
-        built.model.transform.min_size, built.model.transform.max_size = (pre.min_size,), pre.max_size
+    transform = getattr(built.model, "transform", None)
+    if transform is not None:
+        transform.min_size, transform.max_size = (pre.min_size,), pre.max_size
     return dataclasses.replace(built, preprocessing=pre)
 
 
-def _transferred_backbone(recipe: Recipe, num_classes: int, names: tuple[str, ...], init_arch: str,
+def _transferred_backbone(init: str, arch: str, num_classes: int, names: tuple[str, ...], init_arch: str,
                           progress: bool) -> BuiltModel:
-    """``recipe.arch`` with the ResNet trunk of ``recipe.init`` (the paper's Objects365 detector backbone under
+    """``arch`` with the ResNet trunk of the zoo model ``init`` (the paper's Objects365 detector backbone under
     PSPNet)."""
     import zoo
     from zoo import models
     from zoo.convert.transfer import transfer_backbone
     from zoo.preprocess import SEGMENTATION_512
 
-    source = zoo.load(recipe.init, pretrained=True, progress=progress)
-    model = models.build(recipe.arch, num_classes, preprocessing=SEGMENTATION_512)
-    log.info("init: %d ResNet trunk tensors from %s (%s)", transfer_backbone(source.state_dict(), model),
-             recipe.init, init_arch)
-    return BuiltModel(model, recipe.arch, SEGMENTATION_512, {}, names)
+    source = zoo.load(init, pretrained=True, progress=progress)
+    model = models.build(arch, num_classes, preprocessing=SEGMENTATION_512)
+    log.info("init: %d ResNet trunk tensors from %s (%s)", transfer_backbone(source.state_dict(), model), init,
+             init_arch)
+    return BuiltModel(model, arch, SEGMENTATION_512, {}, names)
 
 
-def _init_spec(init: str):
+def _init_spec(init: str) -> ModelSpec:
     """The spec of ``--init`` (registry name or one of our safetensors files)."""
     from zoo.api import resolve_spec
 
     return resolve_spec(init)[0]
 
 
-def load_state_dict(path: str) -> dict:
+def load_state_dict(path: str) -> Any:
     """A state dict from one of our safetensors files or a foreign checkpoint (its ``state_dict`` / ``model`` entry
     when it has one)."""
     if path.endswith(".safetensors"):
@@ -124,7 +133,11 @@ def load_state_dict(path: str) -> dict:
     from zoo.checkpoint import load_foreign
 
     state = load_foreign(path)
-    return state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
+    if isinstance(state, dict):
+        for key in ("state_dict", "model"):
+            if key in state:
+                return state[key]
+    return state
 
 
 def apply_lr_rule(recipe: Recipe, model: nn.Module) -> Recipe:

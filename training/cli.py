@@ -20,7 +20,7 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .recipes import Recipe
@@ -177,15 +177,10 @@ def plot_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    from zoo.cli_common import Parser, add_download_flags, run_cli, use_download_flags
+def _add_training_commands(sub: Any) -> None:
+    """``train`` and ``finetune``."""
+    from zoo.cli_common import add_download_flags
 
-    from .data_commands import add_data_parser
-    from .evaluation.run import METRICS
-
-    parser = Parser(prog="python -m training", description=__doc__,
-                    formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train or finetune with a recipe")
     t.add_argument("recipe")
     t.add_argument("overrides", nargs="*", help="recipe fields as key=value (e.g. train_ann=... lr=0.01)")
@@ -215,6 +210,13 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--no-progress", action="store_true")
     add_download_flags(f)
     f.set_defaults(fn=finetune_cmd)
+
+
+def _add_eval_command(sub: Any) -> None:
+    from zoo.cli_common import add_download_flags
+
+    from .evaluation.run import METRICS
+
     e = sub.add_parser("eval", help="a model's COCO AP, VOC AP, CityPersons MR^-2 or mIoU on a dataset")
     e.add_argument("model", help="zoo model name or .safetensors")
     e.add_argument("--metric", choices=METRICS, default="coco",
@@ -230,6 +232,10 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--out", help="write the values as JSON (fractions; null where undefined)")
     add_download_flags(e)
     e.set_defaults(fn=evaluate)
+
+
+def _add_run_commands(sub: Any) -> None:
+    """``publish``, ``recipes`` and ``plot``."""
     p = sub.add_parser("publish", help="export a run: safetensors, spec, model card, optional upload")
     p.add_argument("run_dir")
     p.add_argument("name")
@@ -239,6 +245,14 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=publish_cmd)
     r = sub.add_parser("recipes", help="list recipes and their sources")
     r.set_defaults(fn=recipes_cmd)
+    pl = sub.add_parser("plot", help="loss and validation AP against iterations of one or more runs")
+    pl.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    pl.add_argument("--out", required=True, help="PNG to write")
+    pl.set_defaults(fn=plot_cmd)
+
+
+def _add_analysis_commands(sub: Any) -> None:
+    """``stats`` and ``diagnose``."""
     s = sub.add_parser("stats", help="dataset statistics of a COCO JSON (the Objects365 paper's Table 1, Fig. 7)")
     s.add_argument("ann", help="COCO-format annotation JSON")
     s.add_argument("--images", help="image folder: count the listed images missing there")
@@ -261,11 +275,29 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--score-threshold", type=float, default=0.3,
                    help="detections drawn and counted in --pictures score at least this (default 0.3)")
     d.set_defaults(fn=diagnose_cmd)
-    pl = sub.add_parser("plot", help="loss and validation AP against iterations of one or more runs")
-    pl.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    pl.add_argument("--out", required=True, help="PNG to write")
-    pl.set_defaults(fn=plot_cmd)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m training`` parser with every subcommand."""
+    from zoo.cli_common import Parser
+
+    from .data_commands import add_data_parser
+
+    parser = Parser(prog="python -m training", description=__doc__,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_training_commands(sub)
+    _add_eval_command(sub)
+    _add_run_commands(sub)
+    _add_analysis_commands(sub)
     add_data_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from zoo.cli_common import run_cli, use_download_flags
+
+    parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # recipe overrides may follow options: collect the key=value words argparse left over
     stray = [x for x in extra if x.startswith("-") or "=" not in x or args.command != "train"]

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 from torch.utils.data import Dataset
+from torchvision.models.detection import RetinaNet
 from torchvision.ops import batched_nms
 from torchvision.transforms.functional import pil_to_tensor
 
@@ -148,18 +150,18 @@ class WindowDataset(Dataset):
         return lambda start: [list(range(i * batch, (i + 1) * batch)) for i in range(start, len(self) // batch)]
 
 
-def build_model(pretrained_backbone: Path | None, box_loss: str = "giou") -> nn.Module:
+def build_model(pretrained_backbone: Path | None, box_loss: str = "giou") -> RetinaNet:
     """The demo detector with ``box_loss`` as RetinaNet's box regression loss."""
     model = retinanet_lite0_fpn(len(CATEGORIES) + 1, pretrained_backbone=str(pretrained_backbone)
                                 if pretrained_backbone else None)
     # torchvision's RetinaNetRegressionHead reads its loss from ``_loss_type`` ("l1" unless set; torchvision's
     # retinanet_resnet50_fpn_v2 sets "giou" the same way) and RetinaNet has no public argument for it.
     # tests/test_demo_model.py checks that the attribute exists and changes the loss.
-    model.head.regression_head._loss_type = box_loss
+    cast(Any, model.head).regression_head._loss_type = box_loss  # torchvision types its submodules loosely
     return model
 
 
-def freeze_backbone(model: nn.Module) -> None:
+def freeze_backbone(model: RetinaNet) -> None:
     """With an ImageNet backbone: its BatchNorm affine parameters, the stem and the stride-2/4 blocks (0-2) stay
     fixed (as torchvision's trainable_layers=3 does): they cost most of the backward pass at high resolution and learn
     little from 377 boxes. Call before the optimizer is built."""
@@ -174,7 +176,7 @@ def freeze_backbone(model: nn.Module) -> None:
         m.requires_grad_(False)
 
 
-def train_mode_frozen_bn(model: nn.Module) -> None:
+def train_mode_frozen_bn(model: RetinaNet) -> None:
     """Training mode with the backbone's BatchNorm in eval mode (its ImageNet statistics kept)."""
     model.train()
     for m in model.backbone.body.modules():
@@ -194,7 +196,7 @@ def demo_recipe(args: argparse.Namespace) -> Recipe:
 
 
 @torch.no_grad()
-def predict_native(model: nn.Module, image: Tensor, score_threshold: float = 0.05,
+def predict_native(model: RetinaNet, image: Tensor, score_threshold: float = 0.05,
                    max_detections: int = 1000) -> dict[str, Tensor]:
     """Detections on one whole image at its native scale (the model's resize set to scale 1 for this call)."""
     h, w = image.shape[1:]
@@ -211,21 +213,20 @@ def predict_native(model: nn.Module, image: Tensor, score_threshold: float = 0.0
 
 
 @torch.no_grad()
-def predict_tiled(model: nn.Module, image: Tensor, window: int = 400, overlap: int = 64,
+def predict_tiled(model: RetinaNet, image: Tensor, window: int = 400, overlap: int = 64,
                   score_threshold: float = 0.05, max_detections: int = 1000) -> dict[str, Tensor]:
     """Detections on a large image from overlapping ``window``-px tiles at native scale, merged with NMS."""
     h, w = image.shape[1:]
     step = window - overlap
     ys = sorted({min(y, max(0, h - window)) for y in range(0, max(1, h - overlap), step)})
     xs = sorted({min(x, max(0, w - window)) for x in range(0, max(1, w - overlap), step)})
-    boxes, scores, labels = [], [], []
+    parts = []
     for y in ys:
         for x in xs:
             part = predict_native(model, image[:, y:y + window, x:x + window], score_threshold, max_detections)
-            boxes.append(part["boxes"] + torch.tensor([x, y, x, y], dtype=part["boxes"].dtype))
-            scores.append(part["scores"])
-            labels.append(part["labels"])
-    boxes, scores, labels = torch.cat(boxes), torch.cat(scores), torch.cat(labels)
+            parts.append((part["boxes"] + torch.tensor([x, y, x, y], dtype=part["boxes"].dtype), part["scores"],
+                          part["labels"]))
+    boxes, scores, labels = (torch.cat(column) for column in zip(*parts))
     keep = batched_nms(boxes, scores, labels, model.nms_thresh)[:max_detections]
     return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
 
@@ -256,12 +257,12 @@ def heldout_ap(pred: dict[str, Tensor], gt_boxes: Tensor, size: tuple[int, int])
     return {"AP": ap, "AP50": ap50}
 
 
-def evaluate_heldout(model: nn.Module, tile: Tile, tiled: bool = False) -> dict[str, float]:
+def evaluate_heldout(model: RetinaNet, tile: Tile, tiled: bool = False) -> dict[str, float]:
     """COCO AP/AP50 on the held-out tile: one pass over the whole tile, or (``tiled``) 400-px tiles merged by NMS."""
     t0 = time.perf_counter()
     image = tile.image.float().div(255)
     pred = predict_tiled(model, image) if tiled else predict_native(model, image)
-    out = heldout_ap(pred, tile.boxes, tuple(tile.image.shape[1:]))
+    out = heldout_ap(pred, tile.boxes, (int(tile.image.shape[1]), int(tile.image.shape[2])))
     return out | {"detections": int(len(pred["boxes"])), "eval_s": round(time.perf_counter() - t0, 1)}
 
 

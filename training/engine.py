@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -267,7 +268,7 @@ class Trainer:
         autocast = torch.autocast(self.ctx.device.type, dtype=self.amp_dtype) if self.use_amp else nullcontext()
         with autocast:
             losses = self._losses(images, targets)
-            loss = sum(losses.values())
+            loss = cast(torch.Tensor, sum(losses.values()))
         return losses, loss
 
     def _agree(self, losses: dict[str, torch.Tensor], loss: torch.Tensor) -> tuple[torch.Tensor, bool]:

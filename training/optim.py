@@ -74,7 +74,8 @@ def build_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
         params = [p for p in model.parameters() if p.requires_grad]
         return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
     if recipe.optimizer == "adamw":
-        decay, no_decay = [], []
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
         for p in model.parameters():
             if p.requires_grad:
                 (no_decay if p.ndim <= 1 else decay).append(p)
