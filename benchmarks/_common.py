@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from zoo.atomic import atomic_write
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -34,6 +36,7 @@ def report(name: str, columns: Sequence[str], rows: Sequence[Sequence[object]], 
     payload = {"benchmark": name, "machine": {"platform": platform.platform(), "python": platform.python_version(),
                                               "processor": platform.processor()},
                "columns": list(columns), "rows": [dict(zip(columns, row)) for row in rows], **(extra or {})}
-    out.write_text(json.dumps(payload, indent=2) + "\n")
+    with atomic_write(out, "w") as f:
+        f.write(json.dumps(payload, indent=2) + "\n")
     print(f"wrote {out}")
     return out

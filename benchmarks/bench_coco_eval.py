@@ -31,6 +31,8 @@ sys.path[:0] = [str(HERE), str(REPO)]
 
 from make_o365_eval_workload import make_workload, write_workload  # noqa: E402  (found through the sys.path above)
 
+from zoo.atomic import atomic_write  # noqa: E402
+
 BACKENDS = ("ours", "faster-coco-eval", "pycocotools")
 
 
@@ -142,11 +144,8 @@ def main() -> None:
                                  for p in ("numpy", "faster-coco-eval", "pycocotools")}},
         "rows": rows,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(dir=args.output.parent, prefix=".coco_eval.")
-    with os.fdopen(fd, "w") as f:
+    with atomic_write(args.output, "w") as f:
         json.dump(report, f, indent=2)
-    os.replace(tmp_path, args.output)
     print(f"\nwrote {args.output}")
 
 

@@ -38,6 +38,8 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from zoo.atomic import atomic_write  # noqa: E402
+
 RESULTS = REPO / "benchmarks" / "results" / "bench_serving.json"
 MODELS = {  # key: (zoo name, image size override, pretrained)
     "yolox": ("yolox_nano_coco", None, True),
@@ -331,9 +333,8 @@ def main() -> int:
     rows = [r for r in earlier if (r["model"], r["backend"]) not in done] + rows  # runs of other settings kept
     report = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "threads": args.threads},
               "settings": {"requests": args.requests, "concurrency": args.concurrency}, "results": rows}
-    tmp = RESULTS.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, RESULTS)
+    with atomic_write(RESULTS, "w") as f:
+        f.write(json.dumps(report, indent=2) + "\n")
     print(f"wrote {RESULTS}")
     return 0
 

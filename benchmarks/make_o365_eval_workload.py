@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from zoo.atomic import atomic_write
 
 NUM_CATEGORIES = 365
 IMAGE_SIZES = np.array([(1024, 768), (768, 1024), (1024, 683), (1024, 576), (800, 600), (640, 480)], dtype=np.float64)
@@ -111,16 +111,10 @@ def make_workload(num_images: int, dets_per_image: int, seed: int) -> tuple[dict
 
 def write_workload(out: Path, gt: dict, dets: np.ndarray) -> None:
     """Write gt.json and detections.npy atomically (temp file in the folder, then rename)."""
-    out.mkdir(parents=True, exist_ok=True)
-    for name, write in (("gt.json", lambda f: json.dump(gt, f)), ("detections.npy", lambda f: np.save(f, dets))):
-        fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{name}.")
-        try:
-            with os.fdopen(fd, "w" if name.endswith(".json") else "wb") as f:
-                write(f)
-            os.replace(tmp, out / name)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+    with atomic_write(out / "gt.json", "w") as f:
+        json.dump(gt, f)
+    with atomic_write(out / "detections.npy") as f:
+        np.save(f, dets)
 
 
 def main() -> None:

@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
+from zoo.atomic import atomic_write
+
 
 def write(path: Path, images: int, boxes_per_image: float = 17.0, seed: int = 0) -> tuple[int, int]:
     rng = np.random.default_rng(seed)
-    tmp = path.with_name(f".{path.name}.tmp")
     ann_id, n_boxes = 1, 0
-    with open(tmp, "w") as f:
+    with atomic_write(path, "w") as f:
         f.write('{"info": {"description": "synthetic Objects365-train-shaped file"}, "images": [')
         sizes = rng.integers(0, 3, images)
         for i in range(images):
@@ -43,7 +43,6 @@ def write(path: Path, images: int, boxes_per_image: float = 17.0, seed: int = 0)
             n_boxes += k
         f.write('], "categories": [' + ",".join(json.dumps({"id": c, "name": f"category_{c}"})
                                                   for c in range(1, 366)) + "]}")
-    os.replace(tmp, path)
     return images, n_boxes
 
 
