@@ -156,7 +156,7 @@ def build_model(pretrained_backbone: Path | None, box_loss: str = "giou") -> Ret
                                 if pretrained_backbone else None)
     # torchvision's RetinaNetRegressionHead reads its loss from ``_loss_type`` ("l1" unless set; torchvision's
     # retinanet_resnet50_fpn_v2 sets "giou" the same way) and RetinaNet has no public argument for it.
-    # tests/test_demo_model.py checks that the attribute exists and changes the loss.
+    # tests/test_torchvision_internals.py checks that the attribute exists and changes the loss.
     cast(Any, model.head).regression_head._loss_type = box_loss  # torchvision types its submodules loosely
     return model
 
