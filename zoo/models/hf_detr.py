@@ -23,7 +23,7 @@ import functools
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -47,17 +47,25 @@ CLASS_ROW_NAMES: tuple[str, ...] = ("class_embed", "enc_score_head", "enc_out_cl
 DENOISING_EMBEDDING = "denoising_class_embed"
 
 
-class HfDetector:
+# The mixin is combined with a transformers nn.Module subclass at run time (zoo_detector); type checkers see that base.
+if TYPE_CHECKING:
+    _ModuleBase = nn.Module
+else:
+    _ModuleBase = object
+
+
+class HfDetector(_ModuleBase):
     """Mixin over a ``transformers`` ``*ForObjectDetection`` class: the zoo call (photos in, detection dicts out).
     ``mean``/``std`` (None: no normalisation), ``resize_to`` (H, W) and the post-processing settings come from the
     checkpoint's processor config and the spec's :class:`~zoo.preprocess.Preprocessing`."""
 
+    config: Any  # the transformers config (the base class sets it)
     score_thresh: float
     detections_per_img: int
     drop_first_class: bool = False
     resize_to: tuple[int, int] | None
-    pixel_mean: tuple[float, float, float] | None
-    pixel_std: tuple[float, float, float] | None
+    pixel_mean: tuple[float, ...] | None
+    pixel_std: tuple[float, ...] | None
 
     def configure(self, *, score_thresh: float, detections: int, resize_to: tuple[int, int] | None,
                   mean: Sequence[float] | None, std: Sequence[float] | None) -> None:
@@ -71,11 +79,11 @@ class HfDetector:
         """As ``nn.Module.load_state_dict``; a state dict in the Hub's file layout (``save_pretrained`` names, tied
         copies left out) is first renamed by ``transformers``' own loader (:func:`hub_layout_to_model`). With
         ``drop_first_class``, a checkpoint with one more class row than the model loses its first (unused) row."""
-        if self.drop_first_class and detr_class_count(state_dict) == self.config.num_labels + 1:  # type: ignore[attr-defined]
+        if self.drop_first_class and detr_class_count(state_dict) == self.config.num_labels + 1:
             state_dict = {k: v[1:] if is_class_row_key(k) else v for k, v in state_dict.items()}
-        if set(state_dict) - set(self.state_dict()):  # type: ignore[misc]
-            state_dict = hub_layout_to_model(type(self), self.config, state_dict)  # type: ignore[attr-defined]
-        return super().load_state_dict(state_dict, strict=strict, assign=assign)  # type: ignore[misc]
+        if set(state_dict) - set(self.state_dict()):
+            state_dict = hub_layout_to_model(type(self), self.config, state_dict)
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def pixel_values(self, images: Tensor) -> Tensor:
         """``images [B, 3, H, W]`` on [0, 1] -> the network's input (resized and normalised as the processor)."""
@@ -90,7 +98,7 @@ class HfDetector:
 
     def raw_outputs(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """``(logits [B, Q, C], boxes [B, Q, 4])``: class logits and normalised cxcywh boxes."""
-        out = super().forward(pixel_values=self.pixel_values(images))  # type: ignore[misc]
+        out = super().forward(pixel_values=self.pixel_values(images))
         return out.logits, out.pred_boxes
 
     def forward(self, images: Sequence[Tensor], targets: Sequence[Mapping[str, Tensor]] | None = None) -> Any:
@@ -105,8 +113,8 @@ class HfDetector:
         if self.training:
             if targets is None:
                 raise ValueError("in training mode the model needs targets")
-            labels = [_hf_target(t, size) for t, size in zip(targets, sizes)]
-            out = super().forward(pixel_values=self.pixel_values(batch), labels=labels)  # type: ignore[misc]
+            hf_targets = [_hf_target(t, size) for t, size in zip(targets, sizes)]
+            out = super().forward(pixel_values=self.pixel_values(batch), labels=hf_targets)
             return {"loss_total": out.loss} if out.loss_dict is None else dict(out.loss_dict)
         logits, boxes = self.raw_outputs(batch)
         results = []
@@ -133,7 +141,7 @@ def select_detections(logits: Tensor, boxes: Tensor, count: int) -> tuple[Tensor
     return top, index % num_classes + 1, picked
 
 
-def hub_layout_to_model(cls: type, config: Any, state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+def hub_layout_to_model(cls: Any, config: Any, state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """The tensors of a Hub ``model.safetensors`` under the model's parameter names: written with the config to a
     temporary folder and read back with ``cls.from_pretrained``, so that ``transformers`` applies its own renaming
     of saved names and re-ties shared heads."""
@@ -177,7 +185,7 @@ def zoo_detector(model_type: str) -> type:
     return type(f"Zoo{base.__name__}", (HfDetector, base), {"__module__": __name__})
 
 
-def read_json_source(source: str | Path | Mapping) -> dict:
+def read_json_source(source: str | Path | Mapping[str, Any]) -> dict[str, Any]:
     """A JSON document given as a dict, a local path, or an ``hf://``/``https://`` source fetched by
     :func:`zoo.hub.fetch` (cache, mirror and offline settings apply)."""
     if isinstance(source, Mapping):
@@ -191,7 +199,7 @@ def read_json_source(source: str | Path | Mapping) -> dict:
         raise ValueError(f"{source}: not a JSON document ({exc})") from None
 
 
-def id2label_names(config: Mapping) -> tuple[str, ...]:
+def id2label_names(config: Mapping[str, Any]) -> tuple[str, ...]:
     """The class names of a ``config.json`` in label order (``id2label`` keys are strings "0".."C-1")."""
     id2label = config.get("id2label") or {}
     try:
@@ -203,7 +211,7 @@ def id2label_names(config: Mapping) -> tuple[str, ...]:
     return tuple(names[i] for i in range(len(names)))
 
 
-def processor_settings(processor: Mapping) -> dict[str, Any]:
+def processor_settings(processor: Mapping[str, Any]) -> dict[str, Any]:
     """What a ``preprocessor_config.json`` of these models says about the input: ``resize_to`` (H, W), ``mean``
     and ``std`` on the [0, 1] scale (None when ``do_normalize`` is false), and ``rescale`` (must be 1/255: photos
     reach the model on [0, 1])."""
@@ -224,7 +232,7 @@ def processor_settings(processor: Mapping) -> dict[str, Any]:
     return {"resize_to": resize_to, "mean": mean, "std": std}
 
 
-def hf_config(config: Mapping, num_labels: int) -> Any:
+def hf_config(config: Mapping[str, Any], num_labels: int) -> Any:
     """A ``transformers`` config from a ``config.json`` dict with ``num_labels`` classes (``id2label`` kept when
     the count is the checkpoint's, else generic names: the zoo keeps the real names on ``model.categories``)."""
     from transformers import AutoConfig
@@ -241,8 +249,8 @@ def hf_config(config: Mapping, num_labels: int) -> Any:
 
 
 @register_builder("hf_detr")
-def build_hf_detr(num_classes: int, preprocessing: Any = None, *, config: str | Path | Mapping,
-                  processor: str | Path | Mapping | None = None, categories: str | None = None,
+def build_hf_detr(num_classes: int, preprocessing: Any = None, *, config: str | Path | Mapping[str, Any],
+                  processor: str | Path | Mapping[str, Any] | None = None, categories: str | None = None,
                   unused_first_class: bool = False, **_: Any) -> nn.Module:
     """Build a ``transformers`` DETR-family detector from its ``config.json`` (a dict, path or hub source) with
     ``num_classes - 1`` classes, weights as the architecture initialises them. ``processor``: its
