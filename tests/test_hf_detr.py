@@ -256,6 +256,11 @@ def test_onnx_export_parity_and_serving(family, repos, hf_hub, tmp_path):
     batch = np.random.default_rng(0).random((3, 3, SIDE, SIDE), dtype=np.float32)
     out = runner(batch)
     assert out["boxes"].shape[0] == 3 and (out["num_detections"] > 0).all()  # dynamic batch
+    pytest.importorskip("openvino")
+    from export.api import parity_of_export_dir
+
+    on_openvino = parity_of_export_dir(tmp_path / "export", photos=photos, runtime="openvino")
+    assert on_openvino.passed, on_openvino.table()
 
     import io
     import sys
