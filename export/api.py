@@ -61,7 +61,8 @@ def export_model(model_or_name: str | Path | nn.Module | ExportSource, out_dir: 
         source = model_or_name
     else:
         source = load_source(model_or_name, pretrained=pretrained, score_threshold=score_threshold)
-    size = tuple(image_size) if image_size is not None else default_image_size(source.preprocessing)
+    size = ((int(image_size[0]), int(image_size[1])) if image_size is not None
+            else default_image_size(source.preprocessing))
     fit_input_size(source.model, size)
     graph = graph_for(source.model, size, source.task)
     outputs = output_names(source.task)
