@@ -180,6 +180,8 @@ def read_ground_truth(path: str | Path) -> dict[str, np.ndarray]:
     """One ``*_gtBboxCityPersons.json`` as evaluation ground truth: full-body ``boxes`` xyxy (not clipped),
     ``visibility`` (visible-box area / full-box area) and ``ignore`` (every label but "pedestrian"), as the official
     CityPersons evaluation annotations are made."""
+    # training.data.citypersons._xyxy is the one parser of a CityPersons [x, y, w, h] field (it names a malformed
+    # object); the data module keeps it private. tests/test_evaluation_cli.py's CityPersons run goes through it.
     from training.data.citypersons import LABELS, _xyxy
 
     path = Path(path)
