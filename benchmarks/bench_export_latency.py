@@ -21,7 +21,9 @@ import platform
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -36,9 +38,11 @@ from export.contract import output_names  # noqa: E402
 from export.parity import check_parity, sample_photos  # noqa: E402
 from export.runtime import OnnxRunner, TorchScriptRunner, bf16_supported  # noqa: E402
 from export.source import load_source  # noqa: E402
+from zoo.atomic import atomic_write  # noqa: E402
 from zoo.categories import get_categories  # noqa: E402
 from zoo.letterbox import letterbox  # noqa: E402
 from zoo.models import build  # noqa: E402
+from zoo.vocabulary import BF16, F32, SEGMENTATION  # noqa: E402
 
 MODELS = {"faster_rcnn": "fpn_r50_obj365", "retinanet": "retinanet_r50_obj365", "pspnet": "pspnet_r50_obj365_voc"}
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_export_latency.json"
@@ -67,8 +71,7 @@ def _model(name: str, size: int) -> torch.nn.Module:
                                                                        max_size=max(size, spec.preprocessing.max_size)))
     names = get_categories(spec.categories)
     model = build(spec.arch, spec.num_outputs, preprocessing=spec.preprocessing, **spec.build_kwargs).eval()
-    model.spec, model.categories = spec, names
-    return model
+    return zoo.describe(model, spec, names)
 
 
 def _median(fn, repeats: int) -> float:
@@ -83,12 +86,12 @@ def _save(rows: list[dict], args: argparse.Namespace) -> None:
     if RESULTS.is_file():
         previous = json.loads(RESULTS.read_text()).get("results", [])
         rows = [r for r in previous if (r["model"], r["size"]) not in measured] + rows
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
-        "benchmark": "bench_export_latency", "threads": args.threads, "repeats": args.repeats, "batch": 1,
-        "weights": "random", "machine": platform.platform(), "torch": torch.__version__,
-        "onnxruntime": __import__("onnxruntime").__version__, "openvino": _openvino_version(),
-        "results": rows}, indent=2) + "\n")
+    with atomic_write(RESULTS, "w") as f:
+        f.write(json.dumps({
+            "benchmark": "bench_export_latency", "threads": args.threads, "repeats": args.repeats, "batch": 1,
+            "weights": "random", "machine": platform.platform(), "torch": torch.__version__,
+            "onnxruntime": __import__("onnxruntime").__version__, "openvino": _openvino_version(),
+            "results": rows}, indent=2) + "\n")
 
 
 def _openvino_version() -> str | None:
@@ -97,6 +100,66 @@ def _openvino_version() -> str | None:
     except ImportError:
         return None
     return openvino.__version__
+
+
+def _eager_times(model: torch.nn.Module, image: np.ndarray, repeats: int, bf16: bool) -> dict[str, Any]:
+    """Seconds of the eager model, fp32 and (where the CPU has it) under bfloat16 autocast."""
+    x = torch.from_numpy(image)
+    segmentation = zoo.model_spec(model).task == SEGMENTATION
+
+    def eager() -> None:
+        with torch.inference_mode():
+            if segmentation:
+                model(x[None])
+            else:
+                model([x])
+
+    row: dict[str, Any] = {"eager_s": _median(eager, repeats)}
+    if bf16:
+        def eager_bf16() -> None:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                eager()
+        try:
+            row["eager_bf16_s"] = _median(eager_bf16, repeats)
+        except RuntimeError as exc:  # an op without a bfloat16 kernel
+            row["eager_bf16_s"], row["eager_bf16_error"] = None, str(exc).splitlines()[0]
+    return row
+
+
+def _export_times(model: torch.nn.Module, image: np.ndarray, photo: dict[str, Any], size: int,
+                  args: argparse.Namespace, bf16: bool) -> dict[str, Any]:
+    """Seconds and parity of the TorchScript and ONNX exports, and of the ONNX one on OpenVINO (f32, bf16)."""
+    row: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        outputs = output_names(zoo.model_spec(model).task)
+        for fmt in ("torchscript", "onnx"):
+            path, report = export_model(model, Path(tmp) / fmt, fmt=fmt, photos=photo)
+            runner = (OnnxRunner(path, threads=args.threads) if fmt == "onnx"
+                      else TorchScriptRunner(path, outputs))
+            row[f"{fmt}_s"] = _median(lambda: runner(image[None]), args.repeats)
+            row[f"{fmt}_parity"] = report.passed
+            if fmt == "onnx" and _openvino_version():
+                source = load_source(model)
+                for precision in (F32, BF16) if bf16 else (F32,):
+                    ov = runner_for("onnx", path, outputs, "openvino", precision)
+                    row[f"openvino_{precision}_s"] = _median(lambda: ov(image[None]), args.repeats)
+                    check = check_parity(source, ov, (size, size), photo, tolerance_for(precision))
+                    row[f"openvino_{precision}_parity"] = check.passed
+                    row[f"openvino_{precision}_figures"] = check.images[0]
+    return row
+
+
+def _ratios(row: dict[str, Any]) -> dict[str, Any]:
+    """The fastest fp32 export that passed parity and its speedup over eager; bf16's speedups."""
+    times = {k[:-2]: v for k, v in row.items() if k.endswith("_s") and not k.startswith("eager") and v}
+    fp32 = {k: v for k, v in times.items() if "bf16" not in k and row[f"{k}_parity"]}
+    best = min(fp32, key=fp32.__getitem__)
+    out: dict[str, Any] = {"best": best, "best_speedup": row["eager_s"] / fp32[best]}
+    if "openvino_bf16" in times:
+        out["bf16_speedup"] = row["eager_s"] / times["openvino_bf16"]
+        if row.get("eager_bf16_s"):
+            out["bf16_speedup_over_eager_bf16"] = row["eager_bf16_s"] / times["openvino_bf16"]
+    return out
 
 
 def main() -> int:
@@ -114,48 +177,9 @@ def main() -> int:
         for size in args.sizes:
             model = _model(MODELS[key], size)
             image = letterbox(photo["astronaut"], (size, size))[0]
-            x = torch.from_numpy(image)
-            if model.spec.task == "segmentation":
-                def eager():
-                    with torch.inference_mode():
-                        model(x[None])
-            else:
-                def eager():
-                    with torch.inference_mode():
-                        model([x])
-            row = {"model": key, "size": size, "eager_s": _median(eager, args.repeats)}
-            if bf16:
-                def eager_bf16():
-                    with torch.autocast("cpu", dtype=torch.bfloat16):
-                        eager()
-                try:
-                    row["eager_bf16_s"] = _median(eager_bf16, args.repeats)
-                except RuntimeError as exc:  # an op without a bfloat16 kernel
-                    row["eager_bf16_s"], row["eager_bf16_error"] = None, str(exc).splitlines()[0]
-            with tempfile.TemporaryDirectory() as tmp:
-                outputs = output_names(model.spec.task)
-                for fmt in ("torchscript", "onnx"):
-                    path, report = export_model(model, Path(tmp) / fmt, fmt=fmt, photos=photo)
-                    runner = (OnnxRunner(path, threads=args.threads) if fmt == "onnx"
-                              else TorchScriptRunner(path, outputs))
-                    row[f"{fmt}_s"] = _median(lambda: runner(image[None]), args.repeats)
-                    row[f"{fmt}_parity"] = report.passed
-                    if fmt == "onnx" and _openvino_version():
-                        source = load_source(model)
-                        for precision in ("f32", "bf16") if bf16 else ("f32",):
-                            ov = runner_for("onnx", path, outputs, "openvino", precision)
-                            row[f"openvino_{precision}_s"] = _median(lambda: ov(image[None]), args.repeats)
-                            check = check_parity(source, ov, (size, size), photo, tolerance_for(precision))
-                            row[f"openvino_{precision}_parity"] = check.passed
-                            row[f"openvino_{precision}_figures"] = check.images[0]
-            times = {k[:-2]: v for k, v in row.items() if k.endswith("_s") and not k.startswith("eager") and v}
-            fp32 = {k: v for k, v in times.items() if "bf16" not in k and row[f"{k}_parity"]}
-            row["best"] = min(fp32, key=fp32.get)  # the fastest fp32 export that passed parity
-            row["best_speedup"] = row["eager_s"] / fp32[row["best"]]
-            if "openvino_bf16" in times:
-                row["bf16_speedup"] = row["eager_s"] / times["openvino_bf16"]
-                if row.get("eager_bf16_s"):
-                    row["bf16_speedup_over_eager_bf16"] = row["eager_bf16_s"] / times["openvino_bf16"]
+            row = {"model": key, "size": size, **_eager_times(model, image, args.repeats, bf16)}
+            row.update(_export_times(model, image, photo, size, args, bf16))
+            row.update(_ratios(row))
             rows.append(row)
             _save(rows, args)
             print(f"{key:12s} {size:4d}px  " + "  ".join(f"{c} {_cell(row, c)}" for c in COLUMNS)

@@ -61,7 +61,7 @@ def cli(tmp_path):
         wrapped = WRAPPER.format(setup=setup, module=module, function=function or "main")
         command = [sys.executable, "-c", wrapped] if module else [sys.executable, "-m"]
         return subprocess.run([*command, *(places.get(a, a) for a in args)], capture_output=True, text=True,
-                              timeout=300, cwd=REPO, env={**env, **extra_env})
+                              check=False, timeout=300, cwd=REPO, env={**env, **extra_env})
 
     return run
 

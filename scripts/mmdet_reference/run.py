@@ -28,6 +28,7 @@ import sys
 import sysconfig
 import venv
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -85,6 +86,19 @@ def main() -> int:
     return 0
 
 
+def _calibration_steps(recipes: dict[str, dict[str, Any]], frcnn_name: str, retina_name: str
+                       ) -> list[tuple[str, dict[str, Any], str]]:
+    """The rescaling passes in order, ``(detector, targets, measure)``: each detector's FPN levels, then the heads."""
+    steps: list[tuple[str, dict[str, Any], str]] = []
+    for name in (frcnn_name, retina_name):
+        levels = [k.rsplit(".", 1)[0] for k in recipes[name]
+                  if k.startswith("neck.fpn_convs.") and k.endswith("weight")]
+        pyramid = {layer: (LEVEL_GAIN ** i, 0.0, 0.0) for i, layer in enumerate(levels)}
+        steps += [(name, pyramid, "std")] * 2  # twice: RetinaNet's P7 is fed by P6
+    return [*steps, (frcnn_name, RPN_TARGETS, "peak"), (frcnn_name, ROI_TARGETS, "peak"),
+            (retina_name, RETINA_TARGETS, "peak")]
+
+
 def record(work: Path, threads: int) -> None:
     import torch
 
@@ -117,15 +131,7 @@ def record(work: Path, threads: int) -> None:
     stats: dict[str, np.ndarray] = {}
     load(detectors[frcnn_name], recipes[frcnn_name], stats)
     stats = calibrate_backbone(detectors[frcnn_name], list(shared.values()))
-    steps = []
-    for name in (frcnn_name, retina_name):
-        levels = [k.rsplit(".", 1)[0] for k in recipes[name]
-                  if k.startswith("neck.fpn_convs.") and k.endswith("weight")]
-        pyramid = {layer: (LEVEL_GAIN ** i, 0.0, 0.0) for i, layer in enumerate(levels)}
-        steps += [(name, pyramid, "std")] * 2  # twice: RetinaNet's P7 is fed by P6
-    steps += [(frcnn_name, RPN_TARGETS, "peak"), (frcnn_name, ROI_TARGETS, "peak"),
-              (retina_name, RETINA_TARGETS, "peak")]
-    for name, targets, measure in steps:
+    for name, targets, measure in _calibration_steps(recipes, frcnn_name, retina_name):
         load(detectors[name], recipes[name], stats)
         rescale(detectors[name], recipes[name], targets, list(shared.values()), measure)
 

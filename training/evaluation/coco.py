@@ -397,8 +397,9 @@ def _evaluate_sorted(gt: GroundTruth, dt: Detections, d_rows: np.ndarray, g_rows
     has_gt[has_gt] = g_groups[pos[has_gt]] == d_groups[has_gt]
     both = np.flatnonzero(has_gt)
     d_box = dt.boxes[d_rows]
-    _match(d_box, d_start[both], d_count[both], gt.boxes[g_rows], g_start[pos[both]],
-           g_count[pos[both]], gt.iscrowd[g_rows], g_ignore, gt.ann_ids[g_rows] == 0, matched, ignored)
+    _match(d_box, d_start[both], d_count[both], gt.boxes[g_rows], g_start[pos[both]], g_count[pos[both]],
+           g_crowd=gt.iscrowd[g_rows], g_ignore=g_ignore, g_zero_id=gt.ann_ids[g_rows] == 0, matched=matched,
+           ignored=ignored)
     d_area = d_box[:, 2] * d_box[:, 3]
     outside = (d_area[None, :] < ranges[:, :1]) | (d_area[None, :] > ranges[:, 1:])  # [A, N]
     ignored |= ~matched & outside[:, None, :]
@@ -451,7 +452,7 @@ def _pr_curve(tp: np.ndarray, fp: np.ndarray, npig: int) -> tuple[np.ndarray, np
 
 
 def _match(d_box: np.ndarray, d_start: np.ndarray, d_count: np.ndarray, g_box: np.ndarray, g_start: np.ndarray,
-           g_count: np.ndarray, g_crowd: np.ndarray, g_ignore: np.ndarray, g_zero_id: np.ndarray,
+           g_count: np.ndarray, *, g_crowd: np.ndarray, g_ignore: np.ndarray, g_zero_id: np.ndarray,
            matched: np.ndarray, ignored: np.ndarray) -> None:
     """Greedy matching of pycocotools' evaluateImg for (image, category) groups that have both detections and
     ground truth; fills ``matched``/``ignored`` [A, T, N] for their detections.
