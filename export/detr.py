@@ -18,6 +18,8 @@ from zoo.models.hf_detr import HfDetector, select_detections
 class DetrGraph(nn.Module):
     """A zoo DETR-family detector at the fixed input ``image_size = (H, W)``."""
 
+    box_scale: Tensor
+
     def __init__(self, model: HfDetector, image_size: tuple[int, int]) -> None:
         super().__init__()
         self.model = model

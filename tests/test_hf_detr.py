@@ -4,6 +4,7 @@ endpoint, and loaded through the zoo's real hub code (revision and sha256 checks
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import tempfile
 from pathlib import Path
@@ -15,13 +16,13 @@ from PIL import Image
 
 pytest.importorskip("transformers", reason='pip install -e ".[detr]"')
 
+from hub_server import PayloadServer  # noqa: E402
+
 import zoo  # noqa: E402
 from zoo import hub  # noqa: E402
-from zoo.categories import get_categories, map_indices, register_categories  # noqa: E402
+from zoo.categories import category_keys, get_categories, map_indices, register_categories  # noqa: E402
 from zoo.models.hf_detr import id2label_names, is_class_row_key, processor_settings  # noqa: E402
 from zoo.registry import get_spec, register  # noqa: E402
-
-from hub_server import PayloadServer  # noqa: E402
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 SIDE = 64
@@ -32,7 +33,7 @@ QUERIES = 84
 # The checkpoint's own names (Objects365 v2 spelling and case); the registry's list is the zoo's spelling.
 HUB_NAMES = ("Person", "Bicycle", "Car", "Moniter/TV", "Dog")
 CATEGORY_KEY = "hf_detr_test5"
-if CATEGORY_KEY not in __import__("zoo.categories", fromlist=["category_keys"]).category_keys():
+if CATEGORY_KEY not in category_keys():
     register_categories(CATEGORY_KEY, ("person", "bicycle", "car", "monitor/tv", "dog"))
 
 
@@ -111,7 +112,7 @@ def hf_hub(repos, tmp_path, monkeypatch):
         for name, data in files.items():
             path = f"/org/{family}/resolve/{COMMIT}/{name}"
             server.files[path] = data
-            server.extra_headers[path] = {"X-Repo-Commit": COMMIT, "ETag": f'"{hub.hashlib.sha256(data).hexdigest()}"'}
+            server.extra_headers[path] = {"X-Repo-Commit": COMMIT, "ETag": f'"{hashlib.sha256(data).hexdigest()}"'}
     server.start()
     monkeypatch.setenv(hub.MIRROR_ENV, server.origin)
     monkeypatch.setenv(hub.CACHE_ENV, str(tmp_path / "cache"))
@@ -124,7 +125,7 @@ def hf_hub(repos, tmp_path, monkeypatch):
 def spec_name(family: str, repos, *, sha256: str | None = "real", revision: str = COMMIT,
               unused_first_class: bool = False) -> str:
     """Register (once) a test entry like the built-in ones, for ``family`` on the emulated Hub."""
-    digest = hub.hashlib.sha256(repos[family]["model.safetensors"]).hexdigest() if sha256 == "real" else sha256
+    digest = hashlib.sha256(repos[family]["model.safetensors"]).hexdigest() if sha256 == "real" else sha256
     name = f"_test_{family}_{revision[:6]}_{(digest or 'none')[:6]}"
     try:
         get_spec(name)
@@ -228,7 +229,7 @@ def test_head_transfer_maps_every_class_row(family, repos, hf_hub):
     model.score_thresh = 0.0
     out = model([torch.rand(3, SIDE, SIDE)])[0]
     assert len(out["labels"]) == min(model.detections_per_img, model.config.num_queries * len(wanted))
-    assert 1 <= out["labels"].min() and out["labels"].max() <= len(wanted)
+    assert out["labels"].min() >= 1 and out["labels"].max() <= len(wanted)
     # a finetuning step runs from the transferred head
     model.train()
     losses = model([torch.rand(3, SIDE, SIDE)], [{"boxes": torch.tensor([[4.0, 4.0, 40.0, 30.0]]),
@@ -284,7 +285,8 @@ def test_onnx_export_parity_and_serving(family, repos, hf_hub, tmp_path):
 
 def test_without_transformers_one_line_names_the_extra(repos, hf_hub, monkeypatch):
     import sys
-    import tomllib
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
     from zoo import cli_common
     from zoo.models import hf_detr
@@ -319,8 +321,9 @@ def test_unused_first_class_is_dropped(repos, hf_hub):
 def test_finetune_from_a_detr_entry_publishes_a_loadable_model(repos, hf_hub, tmp_path, monkeypatch):
     """``training.finetune`` from a DETR-family entry: the head transferred through the mapping, the finetune loop
     run on transformers' loss terms, the result published and loadable by name with the dataset's classes."""
-    import training
     from tiny_detection_data import CLASSES, write_voc
+
+    import training
 
     monkeypatch.setenv("O365ZOO_REGISTRY", str(tmp_path / "registry.json"))
     torch.set_num_threads(2)
