@@ -137,7 +137,8 @@ class Trainer:
     ``hooks`` are called with the trainer after every iteration (checkpoint saved), on every rank. ``train_mode``
     puts the model in training mode (default ``model.train()``; e.g. to keep frozen BatchNorm in eval mode).
     ``batches(start_iteration)`` replaces the grouped sampler: the batches of dataset keys from that iteration on
-    (e.g. a dataset whose samples are already a planned random stream, read in order).
+    (e.g. a dataset whose samples are already a planned random stream, read in order); every process reads what it
+    returns, so under DDP it must hand out the process's own share.
     """
 
     def __init__(self, model: nn.Module, dataset: Dataset, recipe: Recipe, out_dir: str | Path, ctx: Context, *,
@@ -301,7 +302,8 @@ class Trainer:
         return lr
 
     def fit(self) -> dict:
-        """Train to ``recipe.max_iter`` (from the checkpoint if one exists). Returns ``{"iteration", "interrupted"}``."""
+        """Train to ``recipe.max_iter`` (from the checkpoint if one exists). Returns ``{"iteration",
+        "interrupted"}``."""
         r = self.recipe
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if self.ctx.is_main:
