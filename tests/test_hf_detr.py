@@ -196,6 +196,9 @@ def test_id2label_is_read_in_order_and_checked_against_the_registry(repos, hf_hu
 
     with pytest.raises(ValueError, match="id2label is not the registry's 'coco' list"):
         build_hf_detr(len(HUB_NAMES) + 1, config=config, categories="coco")
+    placeholders = {**config, "id2label": {str(i): f"LABEL_{i}" for i in range(len(HUB_NAMES))}}
+    with pytest.warns(UserWarning, match="placeholder names"):
+        build_hf_detr(len(HUB_NAMES) + 1, config=placeholders, categories="coco")
 
 
 def test_wrong_sha256_and_unknown_revision_are_refused(repos, hf_hub):

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import functools
 import json
+import re
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -280,6 +282,10 @@ def _check_id2label(names: tuple[str, ...], key: str, where: str, unused_first_c
     config has one extra, unused class 0 that the entry does not declare."""
     from ..categories import check_categories, get_categories
 
+    if all(re.fullmatch(r"LABEL_\d+", n) for n in names):  # transformers' placeholder names: nothing to compare
+        warnings.warn(f"{where}: id2label holds only placeholder names (LABEL_0, ...); the class list is taken from "
+                      f"the registry ({key!r}) unchecked", stacklevel=3)
+        return
     try:
         check_categories(names, key)
     except ValueError as exc:
