@@ -2,9 +2,10 @@
 whose accuracy passes (``python -m export NAME --precision auto``).
 
 Candidates: the fp32 ``model.onnx`` on ONNX Runtime and on OpenVINO in f32 and (native bfloat16 CPUs) bf16, and
-the int8 export (:mod:`export.quantize`) on both runtimes. fp32 passes by definition; the int8 export exists only
-when its AP drop on the labelled set is within ``max_ap_drop``; bf16 is held to the same AP drop when there is a
-labelled set. ``OUT/fp32`` and ``OUT/int8`` are the export folders, ``OUT/choice.json`` the choice and its figures.
+the int8 export (:mod:`export.quantize`) on both runtimes. Each is compared with fp32 on ONNX Runtime (agreement on
+the calibration photos, AP on the labelled set when there is one) and passes when its AP drop is within
+``max_ap_drop``; an int8 export beyond it is refused and not timed. ``OUT/fp32`` and ``OUT/int8`` are the export
+folders, ``OUT/choice.json`` the choice and its figures.
 """
 from __future__ import annotations
 
@@ -74,17 +75,17 @@ def choose_fastest(model: str | Path, out_dir: str | Path, *, image_size: tuple[
         size = tuple(meta["input"]["shape"][2:])
         photos = calibration_photos(calibration, meta["model"], size)
         labelled = labelled_set(meta, eval_ann, eval_images)
-        accuracy: dict[str, dict] = {}
         try:
-            int8, accuracy["int8"] = quantize_export(fp32.parent, tmp / "int8", calibration=calibration,
-                                                     eval_ann=eval_ann, eval_images=eval_images,
-                                                     max_ap_drop=max_ap_drop, method=method)
+            int8, int8_report = quantize_export(fp32.parent, tmp / "int8", calibration=calibration,
+                                                eval_ann=eval_ann, eval_images=eval_images, max_ap_drop=max_ap_drop,
+                                                method=method)
         except QuantizationError as exc:
-            int8, accuracy["int8"] = None, {"refused": str(exc)}
+            int8, int8_report = None, {"refused": str(exc)}
         runners = candidates(fp32, int8, threads)
-        if ("openvino", "bf16") in runners:
-            accuracy["bf16"] = accuracy_report(runners["onnxruntime", "fp32"], runners["openvino", "bf16"], meta,
-                                               photos, labelled, name="bf16")
+        reference = runners["onnxruntime", "fp32"]
+        accuracy = {("onnxruntime", "int8"): int8_report} | {
+            key: accuracy_report(reference, run, meta, photos, labelled, name=key[1])
+            for key, run in runners.items() if key not in {("onnxruntime", "fp32"), ("onnxruntime", "int8")}}
         pad = float(meta["preprocessing"].get("pad_value", 0.0))
         images = np.stack([letterbox(p, size, pad)[0] for p in list(photos.values())[:batch]])
         if len(images) < batch:
@@ -92,8 +93,7 @@ def choose_fastest(model: str | Path, out_dir: str | Path, *, image_size: tuple[
         rates = time_runners(runners, images)
         rows = []
         for (runtime, precision), rate in rates.items():
-            report = accuracy.get(precision, {})
-            drop = report.get("ap", {}).get("ap_drop_points")
+            drop = accuracy.get((runtime, precision), {}).get("ap", {}).get("ap_drop_points")
             rows.append({"runtime": runtime, "precision": precision, "images_per_s": rate, "ap_drop_points": drop,
                          "passed": drop is None or drop <= max_ap_drop,
                          "folder": "int8" if precision == "int8" else "fp32"})
@@ -101,7 +101,7 @@ def choose_fastest(model: str | Path, out_dir: str | Path, *, image_size: tuple[
         choice = {"model": meta["model"], "size": list(size), "batch": batch, "threads": threads,
                   "max_ap_drop": max_ap_drop, "load_average": list(os.getloadavg()),
                   "choice": {**best, "serve": serve_flags(best["runtime"], best["precision"], out / best["folder"])},
-                  "candidates": rows, "accuracy": {name: summary(r) if "agreement" in r else r["refused"]
-                                                   for name, r in accuracy.items()}}
+                  "candidates": rows, "accuracy": {f"{runtime} {precision}": summary(r) if "agreement" in r
+                                                   else r["refused"] for (runtime, precision), r in accuracy.items()}}
         write_json(tmp / CHOICE_FILE, choice)
     return choice

@@ -25,9 +25,13 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
+
+if TYPE_CHECKING:
+    import onnx
 
 from zoo.letterbox import boxes_to_photo, letterbox
 
@@ -300,6 +304,25 @@ def quantize_onnxruntime(fp32: Path, out: Path, photos: list[Image.Image], size:
             "quantized_ops": list(QUANTIZED_OPS), "float_nodes": FLOAT_NODES, "calibration_images": len(photos)}
 
 
+def unsigned_activations(model: onnx.ModelProto) -> None:
+    """Re-express signed asymmetric activation quantizers (int8 with a zero point, NNCF's choice for tensors that go
+    negative) as uint8 with the zero point moved by 128: the same grid of values. OpenVINO (2026.4) computes wrong
+    answers from the signed form (YOLOX-Nano found no box) and the right ones from this; ONNX Runtime reads both."""
+    import onnx
+    from onnx import numpy_helper
+
+    signed = {tensor.name: tensor for tensor in model.graph.initializer if tensor.data_type == onnx.TensorProto.INT8}
+    quantizers = [node for node in model.graph.node if node.op_type == "QuantizeLinear" and len(node.input) > 2
+                  and node.input[2] in signed]
+    for name in {node.input[2] for node in quantizers}:
+        shifted = numpy_helper.to_array(signed[name]).astype(np.int16) + 128
+        signed[name].CopyFrom(numpy_helper.from_array(shifted.astype(np.uint8), name))
+    outputs = {node.output[0] for node in quantizers}
+    for info in model.graph.value_info:
+        if info.name in outputs:
+            info.type.tensor_type.elem_type = onnx.TensorProto.UINT8
+
+
 def quantize_nncf(fp32: Path, out: Path, photos: list[Image.Image], size: tuple[int, int], pad: float, *,
                   labelled: list[LabelledImage] | None = None, max_ap_drop: float = 1.0) -> dict:
     """Write NNCF's int8 QDQ model of ``fp32`` to ``out`` (accuracy-aware with ``labelled``: at most
@@ -328,6 +351,7 @@ def quantize_nncf(fp32: Path, out: Path, photos: list[Image.Image], size: tuple[
     else:
         quantized = nncf.quantize(model, calibration, **settings)
         tool = "quantize"
+    unsigned_activations(quantized)
     onnx.save(quantized, str(out))
     return {"tool": f"nncf {nncf.__version__} {tool} (ONNX backend)", "format": "QDQ", "preset": "mixed",
             "weights": "int8 per channel, symmetric", "activations": "int8 per tensor, asymmetric where negative",

@@ -131,7 +131,7 @@ def test_auto_never_picks_a_refused_precision(fp32_dir: Path, tmp_path: Path) ->
     choice = choose_fastest("yolox_nano_coco", out, parity=False, threads=1, eval_ann=ann, eval_images=SAMPLES,
                             max_ap_drop=0.0, method="onnxruntime")
     assert json.loads((out / CHOICE_FILE).read_text()) == choice
-    assert "exceeds --max-ap-drop 0" in choice["accuracy"]["int8"] and not (out / "int8").exists()
+    assert "exceeds --max-ap-drop 0" in choice["accuracy"]["onnxruntime int8"] and not (out / "int8").exists()
     rows = choice["candidates"]
     assert {(r["runtime"], r["precision"]) for r in rows} >= {("onnxruntime", "fp32")}
     assert all(r["precision"] != "int8" for r in rows)
