@@ -3,7 +3,7 @@ backbone+head, backbone only and from scratch with one schedule; held-out AP / A
 (:mod:`training.transfer_experiment`). Prints the table, writes benchmarks/results/bench_transfer.json and the plot
 benchmarks/results/bench_transfer.png; ``--weights`` also saves the backbone+head model.
 
-    nice python benchmarks/bench_transfer.py [--checkpoints 0 40 80 160] [--batch 2] [--threads 2]
+    nice python benchmarks/bench_transfer.py --jobs 3   # [--checkpoints 0 100 200 400 800] [--batch 4]
 """
 from __future__ import annotations
 
@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=default.lr)
     p.add_argument("--seed", type=int, default=default.seed)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--jobs", type=int, default=1, help="train the three ways in parallel worker processes at one "
+                                                       "thread each (same results per way)")
     p.add_argument("--weights", type=Path, default=None, help="save the trained backbone+head model here")
     p.add_argument("--name", default="yolox_nano_neon_trees", help="model name written into --weights")
     args = p.parse_args(argv)
@@ -51,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     train_tiles = [load_tile(data, s) for s in TRAIN_TILES]
     heldout = load_tile(data, HELDOUT_TILE)
     t0 = time.perf_counter()
-    result, models = run(train_tiles, heldout, schedule)
+    result, models = run(train_tiles, heldout, schedule, jobs=args.jobs)
     minutes = round((time.perf_counter() - t0) / 60, 1)
     reference = (SHIPPED_TREE_MODEL, shipped_ap50())
     command = "python benchmarks/bench_transfer.py " + " ".join(sys.argv[1:] if argv is None else argv)
@@ -61,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
              for it in schedule.checkpoints]
     columns = ["iterations"] + [f"{way} {m}" for way in WAYS for m in ("AP", "AP50")]
     plot = plot_curves(rows, RESULTS / "bench_transfer.png", reference)
-    extra = {"command": command.strip(), "minutes": minutes, "threads": args.threads, "torch": torch.__version__,
+    extra = {"command": command.strip(), "minutes": minutes, "threads": 1 if args.jobs > 1 else args.threads,
+             "jobs": args.jobs, "torch": torch.__version__,
              "reference": {"model": reference[0], "AP50": reference[1]}, "plot": plot.name, **result}
     if args.weights is not None:
         final = next(r for r in reversed(rows) if r["way"] == "backbone+head")

@@ -52,12 +52,12 @@ MAX_DETECTIONS = 1000
 class Schedule:
     """One schedule for the three ways; ``checkpoints`` are the iteration counts evaluated (the longest is the run)."""
 
-    checkpoints: tuple[int, ...] = (0, 40, 80, 160)
-    batch: int = 2
+    checkpoints: tuple[int, ...] = (0, 100, 200, 400, 800)
+    batch: int = 4
     window: int = 256
     lr: float = 1e-3
     weight_decay: float = 5e-4
-    warmup: int = 20
+    warmup: int = 50
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -193,24 +193,48 @@ def train_and_evaluate(model: YOLOX, way: str, train_tiles: Sequence[Tile], held
         with tempfile.TemporaryDirectory(prefix=f"transfer_{way.replace('+', '_')}_") as run_dir:
             trainer = Trainer(model, windows, recipe(schedule, way), run_dir, distributed.setup("cpu"),
                               progress=progress, hooks=[hook], batches=windows.batches(schedule.batch))
-            trainer.fit()
+            if trainer.fit()["interrupted"]:
+                raise KeyboardInterrupt(f"{way}: stopped at iteration {trainer.iteration}")
     model.eval()
     return rows
 
 
+def _train_way(way: str, state: dict[str, Tensor], source: int, train_tiles: Sequence[Tile], heldout: Tile,
+               schedule: Schedule, *, progress: bool, threads: int | None) -> tuple[list[dict], dict[str, Tensor]]:
+    """One way from start to end (also in a worker process): its rows and trained weights."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    model = build(way, state, source, seed=schedule.seed)
+    rows = train_and_evaluate(model, way, train_tiles, heldout, schedule, progress)
+    return rows, model.state_dict()
+
+
 def run(train_tiles: Sequence[Tile], heldout: Tile, schedule: Schedule = Schedule(), *,
-        ways: Sequence[str] = WAYS, progress: bool = True) -> tuple[dict, dict[str, YOLOX]]:
+        ways: Sequence[str] = WAYS, jobs: int = 1, progress: bool = True) -> tuple[dict, dict[str, YOLOX]]:
     """The experiment: ``(result, trained models by way)``; ``result`` holds the schedule, the chosen class row and
-    zero-shot ranking, and one row per way and checkpoint."""
+    the class ranking, and one row per way and checkpoint. ``jobs > 1`` trains the ways in that many worker
+    processes at one thread each (each way's run is the same as in one process: its own seed and windows)."""
     import zoo
 
     coco = zoo.load(INIT, progress=False)
     state = coco.state_dict()
     source, ranking = pick_source_class(coco, train_tiles, coco.categories)
+    args = [(way, state, source, list(train_tiles), heldout, schedule) for way in ways]
+    if jobs > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(_train_way, *a, progress=progress, threads=1) for a in args]
+            done = [f.result() for f in futures]
+    else:
+        done = [_train_way(*a, progress=progress, threads=None) for a in args]
     rows, models = [], {}
-    for way in ways:
+    for way, (way_rows, weights) in zip(ways, done):
+        rows += way_rows
         models[way] = build(way, state, source, seed=schedule.seed)
-        rows += train_and_evaluate(models[way], way, train_tiles, heldout, schedule, progress)
+        models[way].load_state_dict(weights)
+        models[way].eval()
     result = {"init": INIT, "schedule": asdict(schedule), "source_class": coco.categories[source],
               "class_probability_at_train_crowns": {k: round(v, 4) for k, v in list(ranking.items())[:5]},
               "train_tiles": {t.name: len(t.boxes) for t in train_tiles},
