@@ -19,6 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, median_time, report  # noqa: E402
 from bench_export_latency import MODELS, _model  # noqa: E402
 
+import zoo  # noqa: E402
+from zoo.vocabulary import SEGMENTATION  # noqa: E402
+
 
 def gemm_rate(dtype: torch.dtype, n: int = 4096) -> float:
     """GFLOP/s of an n x n matrix product in ``dtype``."""
@@ -31,7 +34,10 @@ def model_gflops(key: str, size: int) -> float:
     model = _model(MODELS[key], size)
     x = torch.rand(3, size, size)
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        model(x[None]) if model.spec.task == "segmentation" else model([x])
+        if zoo.model_spec(model).task == SEGMENTATION:
+            model(x[None])
+        else:
+            model([x])
     return counter.get_total_flops() / 1e9
 
 

@@ -29,6 +29,7 @@ from export.api import runner_for  # noqa: E402
 from export.contract import output_names  # noqa: E402
 from export.parity import sample_photos  # noqa: E402
 from zoo.letterbox import letterbox  # noqa: E402
+from zoo.vocabulary import DETECTION  # noqa: E402
 
 NAME = "yolox_nano_coco"
 
@@ -41,7 +42,7 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = zoo.load(NAME)
-    pre = model.spec.preprocessing
+    pre = zoo.model_spec(model).preprocessing
     size = pre.input_size()
     photos = list(sample_photos().values())
     canvases = [letterbox(p, size, pre.pad_value)[0] for p in photos]
@@ -51,8 +52,8 @@ def main() -> int:
         for fmt in ("torchscript", "onnx"):
             path, report_ = export_model(NAME, Path(tmp) / fmt, fmt=fmt)
             assert report_.passed
-            runners[fmt] = runner_for(fmt, path, output_names("detection"), threads=args.threads)
-        runners["openvino"] = runner_for("onnx", Path(tmp) / "onnx" / "model.onnx", output_names("detection"),
+            runners[fmt] = runner_for(fmt, path, output_names(DETECTION), threads=args.threads)
+        runners["openvino"] = runner_for("onnx", Path(tmp) / "onnx" / "model.onnx", output_names(DETECTION),
                                          runtime="openvino", threads=args.threads)
         for batch in args.batches:
             arrays = [canvases[i % len(canvases)] for i in range(batch)]

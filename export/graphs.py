@@ -28,6 +28,7 @@ from torchvision.ops import MultiScaleRoIAlign, roi_align
 from torchvision.ops.poolers import _setup_scales
 
 from zoo.models.yolox import YOLOX, LetterboxTransform, decode_outputs, grid_and_strides
+from zoo.vocabulary import DETECTION, SEGMENTATION
 
 from .nms import OnnxMulticlassNms, is_candidate, keep_mask, mask_scores, multiclass_nms
 
@@ -435,10 +436,10 @@ class SegmentationGraph(nn.Module):
         return logits.argmax(dim=1), logits
 
 
-def graph_for(model: nn.Module, image_size: tuple[int, int], task: str = "detection") -> nn.Module:
+def graph_for(model: nn.Module, image_size: tuple[int, int], task: str = DETECTION) -> nn.Module:
     """The export graph of ``model`` at ``image_size = (H, W)``."""
     _check_size(image_size)
-    if task == "segmentation":
+    if task == SEGMENTATION:
         return SegmentationGraph(model, image_size).eval()
     if isinstance(model, FasterRCNN):
         return FasterRCNNGraph(model, image_size).eval()

@@ -25,6 +25,7 @@ from PIL import Image
 from torch import nn
 
 from zoo.cli_common import Parser, add_download_flags, use_download_flags
+from zoo.vocabulary import SEGMENTATION
 
 from .api import export_model
 from .artifact import METADATA_FILE, ExportError, read_metadata, staged_dir
@@ -54,7 +55,7 @@ def _graph_outputs(meta: dict, suffix: str = "", libtorch: bool = False, count_d
     height, width = meta["input"]["shape"][2:]
     d = int(meta["preprocessing"]["max_detections"])
     k = len(meta["categories"]) + meta["label_offset"]
-    if meta["task"] == "segmentation":
+    if meta["task"] == SEGMENTATION:
         specs = [("labels", "int64", [height, width], False), ("logits", "float32", [k, height, width], False)]
     else:
         specs = [("boxes", "float32", [d, 4], False), ("scores", "float32", [d], False),
@@ -100,14 +101,14 @@ def preprocess_config(name: str, meta: dict, *, max_batch_size: int, instances: 
 
 def _ensemble_outputs(meta: dict) -> tuple[tuple[str, ...], list[str]]:
     """What the ensemble (and its postprocessing step) answers: names and tensor declarations."""
-    if meta["task"] == "segmentation":
+    if meta["task"] == SEGMENTATION:
         return ("label_map",), [_tensor("label_map", "bytes", [1])]
     return DETECTION_OUTPUTS, _graph_outputs(meta, count_dims=True)
 
 
 def _postprocessed(meta: dict) -> tuple[str, ...]:
     """The graph outputs the postprocessing step takes."""
-    return ("labels",) if meta["task"] == "segmentation" else DETECTION_OUTPUTS
+    return ("labels",) if meta["task"] == SEGMENTATION else DETECTION_OUTPUTS
 
 
 def postprocess_config(name: str, meta: dict, *, max_batch_size: int, instances: int, queue_delay_us: int) -> str:

@@ -14,6 +14,7 @@ from torch import nn
 
 from zoo.preprocess import Preprocessing
 from zoo.registry import ModelSpec
+from zoo.vocabulary import SEGMENTATION
 
 from . import distributed, publish
 from .distributed import Context
@@ -39,7 +40,7 @@ def build_train_dataset(recipe: Recipe, ctx: Context) -> Any:
     from .data import build_dataset
     from .transforms import detection_train, segmentation_train
 
-    seg = recipe.task == "segmentation"
+    seg = recipe.task == SEGMENTATION
     transforms = (segmentation_train(recipe.crop, recipe.scale_range, recipe.flip) if seg
                   else detection_train(recipe.min_sizes, recipe.max_size, recipe.flip))
 
@@ -58,7 +59,7 @@ def build_model(recipe: Recipe, dataset: Any, *, progress: bool = True) -> Built
     another architecture, ``recipe.arch`` with that model's ResNet trunk. ``dataset``: the training set
     (``categories`` of a detection set, ``num_classes`` of a segmentation set). Detection models resize to the
     recipe's largest ``min_sizes`` and ``max_size``."""
-    seg = recipe.task == "segmentation"
+    seg = recipe.task == SEGMENTATION
     if seg:
         from zoo.categories import get_categories
 
