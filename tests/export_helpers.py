@@ -8,6 +8,7 @@ import torch
 import zoo
 from zoo.categories import get_categories
 from zoo.models import build
+from zoo.vocabulary import DETECTION
 
 # Registry names whose architecture and conventions the tests export (weights: random; see tiny_model).
 MODELS = {"fasterrcnn": "fpn_r50_obj365_voc", "retinanet": "retinanet_r50_obj365_coco",
@@ -21,10 +22,9 @@ def tiny_model(kind: str, size: int = 256, categories: str = "voc") -> torch.nn.
     torch.manual_seed(0)
     spec = zoo.get_spec(MODELS[kind])
     pre = dataclasses.replace(spec.preprocessing, min_size=size, max_size=size)
-    if spec.task == "detection":
+    if spec.task == DETECTION:
         pre = dataclasses.replace(pre, score_threshold=0.001)
     spec = dataclasses.replace(spec, preprocessing=pre, categories=categories)
     names = get_categories(categories)
     model = build(spec.arch, spec.num_outputs, preprocessing=pre, **spec.build_kwargs).eval()
-    model.spec, model.categories = spec, names
-    return model
+    return zoo.describe(model, spec, names)

@@ -241,8 +241,7 @@ def tiny_mmdet_model(name: str, size: int = 192) -> torch.nn.Module:
     pre = dataclasses.replace(spec.preprocessing, min_size=size, max_size=size, score_threshold=0.001)
     spec = dataclasses.replace(spec, preprocessing=pre, categories="voc")
     model = build(spec.arch, spec.num_outputs, preprocessing=pre, **spec.build_kwargs).eval()
-    model.spec, model.categories = spec, get_categories("voc")
-    return model
+    return zoo.describe(model, spec, get_categories("voc"))
 
 
 @pytest.mark.parametrize("name", [FRCNN, RETINA])
