@@ -11,7 +11,7 @@ import pytest
 
 import zoo
 from zoo.specs import PACKAGED_EXPORTS
-from zoo.vocabulary import BF16, DETECTION, FP32, INT8, SEGMENTATION, TASKS, ModelInfo, cache_root
+from zoo.vocabulary import BF16, DETECTION, FP32, INT8, MODEL_PRECISIONS, SEGMENTATION, TASKS, ModelInfo, cache_root
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGED_EXPORT = next(folder for (name, _), (folder, _) in PACKAGED_EXPORTS.items() if name == zoo.DEFAULT_MODEL
@@ -42,7 +42,8 @@ def test_manifest_precision(recorded: str | None, runtime: str, expected: str) -
     meta.pop("precision", None)
     if recorded is not None:
         meta["precision"] = recorded
-    assert ModelInfo.from_manifest(meta, runtime_precision=runtime).precision == expected
+    precision = ModelInfo.from_manifest(meta, runtime_precision=runtime).precision
+    assert precision == expected and precision in MODEL_PRECISIONS
 
 
 def test_spec_categories_can_be_overridden() -> None:
