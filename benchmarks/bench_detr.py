@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import median_time, report  # noqa: E402
 
+import zoo  # noqa: E402
 from export import export_model  # noqa: E402
 from export.api import runner_for  # noqa: E402
 from export.contract import output_names  # noqa: E402
@@ -102,9 +103,7 @@ def build(name: str) -> torch.nn.Module:
     with torch.no_grad():  # transformers zero-initialises the query scorer: every anchor would tie and the
         for param in model.parameters():  # top-k query choice (and so parity) would be arbitrary
             param.add_(torch.randn_like(param) * 0.02)
-    model.spec = dataclasses.replace(spec, source=None, sha256=None)
-    model.categories = names
-    return model
+    return zoo.describe(model, dataclasses.replace(spec, source=None, sha256=None), names)
 
 
 def main() -> int:
