@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=default.seed)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--jobs", type=int, default=1, help="train the three ways in parallel worker processes at one "
-                                                       "thread each (same results per way)")
+                                                       "thread each (same seed and windows per way)")
     p.add_argument("--weights", type=Path, default=None, help="save the trained backbone+head model here")
     p.add_argument("--name", default="yolox_nano_neon_trees", help="model name written into --weights")
     args = p.parse_args(argv)

@@ -20,7 +20,7 @@ requested iteration counts.
 Evaluation: the tree model card's protocol: the held-out tile in one pass at native scale (padded to a multiple of
 32, never resized), score >= 0.05, up to 1000 detections, COCO AP and AP50 (:func:`training.demo.heldout_ap`).
 
-    python benchmarks/bench_transfer.py          # the table, JSON and plot in benchmarks/results/
+    python benchmarks/bench_transfer.py --jobs 3     # the table, JSON and plot in benchmarks/results/
 """
 from __future__ import annotations
 
@@ -130,7 +130,8 @@ def pick_source_class(model: YOLOX, tiles: Sequence[Tile], names: Sequence[str])
     """The class of the pretrained ``model`` (labels ``names``) that its head already predicts at the crowns of
     ``tiles``, before any training: the highest mean class probability over the output cells (all levels) whose
     centres lie inside a crown box, at native scale; returns its index and every class's mean, highest first.
-    (Thresholded zero-shot detections do not rank the classes: on aerial tiles the COCO model fires on nothing.)"""
+    (Thresholded zero-shot detections do not rank the classes: every COCO class scored AP50 0 on the training
+    tiles.)"""
     model.eval()
     total, cells = torch.zeros(len(names)), 0
     saved = model.transform.size
@@ -213,7 +214,7 @@ def run(train_tiles: Sequence[Tile], heldout: Tile, schedule: Schedule = Schedul
         ways: Sequence[str] = WAYS, jobs: int = 1, progress: bool = True) -> tuple[dict, dict[str, YOLOX]]:
     """The experiment: ``(result, trained models by way)``; ``result`` holds the schedule, the chosen class row and
     the class ranking, and one row per way and checkpoint. ``jobs > 1`` trains the ways in that many worker
-    processes at one thread each (each way's run is the same as in one process: its own seed and windows)."""
+    processes at one thread each (each way keeps its seed and windows; only the thread count differs)."""
     import zoo
 
     coco = zoo.load(INIT, progress=False)
