@@ -121,3 +121,15 @@ def test_tiny_three_way_run_has_a_row_per_way_and_checkpoint(tmp_path, coco, sta
         assert any(not torch.equal(v, start[k]) for k, v in model.state_dict().items() if v.is_floating_point()), way
     png = plot_curves(result["rows"], tmp_path / "curves.png", ("reference", 0.28))
     assert png.stat().st_size > 5000
+
+
+def test_parallel_ways_train_as_in_one_process():
+    train, heldout = [_tile("t0", 3)], _tile("held", 5)
+    schedule = Schedule(checkpoints=(0, 2), batch=1, window=64, warmup=1, seed=1)
+    ways = ("backbone", "scratch")
+    one, one_models = run(train, heldout, schedule, ways=ways, progress=False)
+    two, two_models = run(train, heldout, schedule, ways=ways, jobs=2, progress=False)
+    assert [(r["way"], r["iteration"]) for r in two["rows"]] == [(r["way"], r["iteration"]) for r in one["rows"]]
+    for way in ways:  # the workers run at one thread: equal up to float summation order
+        a, b = one_models[way].state_dict(), two_models[way].state_dict()
+        assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-4) for k in a), way
