@@ -266,14 +266,16 @@ _UNPINNED = ("The Hub's commit hash of this repository and the sha256 of its mod
              "the pages available here, so the entry follows the repository's default branch and verifies no digest; "
              "pin both once read from {url}/commits/main and {url}/blob/main/model.safetensors.")
 _hf_detr(
-    "rtdetr_r18vd_coco_o365", "PekingU/rtdetr_r18vd_coco_o365", "386c43855d01bcd966e548f3296fbd2cd2a2a40b", None,
+    "rtdetr_r18vd_coco_o365", "PekingU/rtdetr_r18vd_coco_o365", "386c43855d01bcd966e548f3296fbd2cd2a2a40b",
+    "eadade7a507b87cabe5d6a75b935dbd9fc59b1b843f36f7e3b24eafc856c0774",
     "coco", "apache-2.0",
     "RT-DETR with a ResNet-18-vd backbone (Zhao et al. 2023, arXiv:2304.08069), pretrained on Objects365 and then "
     "trained on COCO: it predicts the 80 COCO classes (id2label is COCO-80 in COCO order; checked on load). The "
     "smallest Objects365-pretrained RT-DETR; PekingU's conversion for transformers. Revision 386c438 is the Hub's "
     "main after 'Update Model Card (#4)' (huggingface.co/PekingU/rtdetr_r18vd_coco_o365/tree/386c43855d01..., "
-    "apache-2.0); the sha256 of its model.safetensors (80.9 MB) could not be read here, so only the revision is "
-    "pinned. Published AP figures could not be read from the card here and are not recorded.",
+    "apache-2.0); the sha256 of its model.safetensors (80.9 MB, unchanged since commit e96d14a) is the Git LFS "
+    "SHA256 of huggingface.co/PekingU/rtdetr_r18vd_coco_o365/blob/main/model.safetensors. Published AP figures "
+    "could not be read from the card here and are not recorded.",
     datasets=("objects365_v2", "coco"))
 _hf_detr(
     "dfine_s_obj365", "ustc-community/dfine_s_obj365", None, None, "objects365_v2", "apache-2.0",
