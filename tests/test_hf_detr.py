@@ -185,6 +185,9 @@ def test_processor_settings_come_from_the_checkpoint(repos):
         assert (settings["mean"] is not None) == (family == "lw_detr")
     with pytest.raises(ValueError, match="rescale_factor"):
         processor_settings({"do_rescale": True, "rescale_factor": 1.0})
+    by_edge = processor_settings({"size": {"shortest_edge": 800, "longest_edge": 1333}, "do_normalize": True,
+                                  "image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.25, 0.25]})
+    assert by_edge == {"resize_to": None, "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}
 
 
 def test_id2label_is_read_in_order_and_checked_against_the_registry(repos, hf_hub):

@@ -301,6 +301,8 @@ _hf_detr(
     "apache-2.0 in the card's metadata). transformers' conversion script "
     "(src/transformers/models/lw_detr/convert_lw_detr_to_hf.py) gives the *_objects365 checkpoints 366 classes, "
     "class 0 unused (dropped on load); the other 365 are expected to be Objects365 v2, checked against "
-    "config.json's id2label on load. "
+    "config.json's id2label on load. Its processor is transformers' DeformableDetrImageProcessor, whose defaults "
+    "normalise with ImageNet statistics: the model reads resize and normalisation from the checkpoint's "
+    "preprocessor_config.json on load, whatever this entry's preprocessing (the letterbox) records. "
     + _UNPINNED.format(url="https://huggingface.co/AnnaZhang/lwdetr_tiny_30e_objects365"),
     datasets=("objects365_v2",), unused_first_class=True)

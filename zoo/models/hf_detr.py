@@ -214,16 +214,13 @@ def id2label_names(config: Mapping[str, Any]) -> tuple[str, ...]:
 
 
 def processor_settings(processor: Mapping[str, Any]) -> dict[str, Any]:
-    """What a ``preprocessor_config.json`` of these models says about the input: ``resize_to`` (H, W), ``mean``
-    and ``std`` on the [0, 1] scale (None when ``do_normalize`` is false), and ``rescale`` (must be 1/255: photos
-    reach the model on [0, 1])."""
+    """What a ``preprocessor_config.json`` of these models says about the input: ``resize_to`` (H, W; None for a
+    size by edge), ``mean`` and ``std`` on the [0, 1] scale (None when ``do_normalize`` is false). A
+    ``rescale_factor`` other than 1/255 is refused: photos reach the model on [0, 1]."""
     size = processor.get("size") or {}
-    if "height" in size and "width" in size:
-        resize_to = (int(size["height"]), int(size["width"]))
-    elif "shortest_edge" in size or "longest_edge" in size:
-        raise ValueError(f"processor size {size} resizes by edge; the zoo feeds these models a fixed square")
-    else:
-        resize_to = None
+    # A size by edge (shortest_edge / longest_edge, DeformableDetrImageProcessor's default) keeps the aspect ratio:
+    # the zoo's letterbox into the spec's fixed square already does, so the canvas goes in as it is.
+    resize_to = (int(size["height"]), int(size["width"])) if "height" in size and "width" in size else None
     if not processor.get("do_resize", True):
         resize_to = None
     if processor.get("do_rescale", True) and abs(float(processor.get("rescale_factor", 1 / 255)) - 1 / 255) > 1e-9:
