@@ -20,7 +20,7 @@ from hub_server import PayloadServer  # noqa: E402
 
 import zoo  # noqa: E402
 from zoo import hub  # noqa: E402
-from zoo.categories import category_keys, get_categories, map_indices, register_categories  # noqa: E402
+from zoo.categories import get_categories, map_indices, register_categories  # noqa: E402
 from zoo.models.hf_detr import id2label_names, is_class_row_key, processor_settings  # noqa: E402
 from zoo.registry import get_spec, register  # noqa: E402
 
@@ -33,7 +33,16 @@ QUERIES = 84
 # The checkpoint's own names (Objects365 v2 spelling and case); the registry's list is the zoo's spelling.
 HUB_NAMES = ("Person", "Bicycle", "Car", "Moniter/TV", "Dog")
 CATEGORY_KEY = "hf_detr_test5"
-if CATEGORY_KEY not in category_keys():
+
+
+@pytest.fixture(autouse=True)
+def isolated_registry(monkeypatch):
+    """The test entries and category list live in copies of the registries, gone after each test."""
+    import zoo.categories
+    import zoo.registry
+
+    monkeypatch.setattr(zoo.registry, "_SPECS", dict(zoo.registry._SPECS))
+    monkeypatch.setattr(zoo.categories, "_REGISTRY", dict(zoo.categories._REGISTRY))
     register_categories(CATEGORY_KEY, ("person", "bicycle", "car", "monitor/tv", "dog"))
 
 
