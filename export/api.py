@@ -8,6 +8,7 @@ from PIL import Image
 from torch import nn
 
 from zoo.preprocess import Preprocessing
+from zoo.vocabulary import BF16, DETECTION, F32
 
 from .artifact import METADATA_FILE, ExportError, build_metadata, read_metadata, staged_dir, write_json
 from .contract import output_names
@@ -43,7 +44,7 @@ def fit_input_size(model: nn.Module, size: tuple[int, int]) -> None:
 
 def tolerance_for(precision: str) -> Tolerance:
     """The parity bar of a runtime precision: fp32 exactness, or the looser stated bar of bfloat16."""
-    return BF16_TOLERANCE if precision == "bf16" else Tolerance()
+    return BF16_TOLERANCE if precision == BF16 else Tolerance()
 
 
 def export_model(model_or_name: str | Path | nn.Module | ExportSource, out_dir: str | Path, *, fmt: str = "onnx",
@@ -114,7 +115,7 @@ def export_torchscript(model_or_name: str | Path | nn.Module, out_dir: str | Pat
 
 def parity_of_export_dir(export_dir: str | Path, photos: dict[str, Image.Image] | None = None,
                          tolerance: Tolerance | None = None, runtime: str = "onnxruntime",
-                         precision: str = "f32") -> ParityReport:
+                         precision: str = F32) -> ParityReport:
     """Re-check a published export against the checkpoint it names, on ``runtime`` at ``precision`` (ONNX
     exports; default tolerance: :func:`tolerance_for` the precision)."""
     meta = read_metadata(export_dir)
@@ -122,7 +123,7 @@ def parity_of_export_dir(export_dir: str | Path, photos: dict[str, Image.Image] 
         raise ExportError(f"{export_dir} was exported with random weights, which cannot be rebuilt; its parity "
                           "figures (metadata 'parity') were measured at export time")
     checkpoint = meta.get("source_checkpoint") or ""
-    threshold = meta["preprocessing"]["score_threshold"] if meta["task"] == "detection" else None
+    threshold = meta["preprocessing"]["score_threshold"] if meta["task"] == DETECTION else None
     source: ExportSource = load_source(checkpoint if checkpoint.endswith(".safetensors") else meta["model"],
                                        score_threshold=threshold)
     size = tuple(meta["input"]["shape"][2:])

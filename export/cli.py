@@ -13,6 +13,7 @@ from pathlib import Path
 
 from zoo import cli_common
 from zoo.cli_common import Parser, add_download_flags, use_download_flags
+from zoo.vocabulary import EXPORT_PRECISIONS, F32, FP32, INT8
 
 from .api import ParityError, default_image_size, export_model, parity_of_export_dir, tolerance_for
 from .artifact import ExportError
@@ -68,7 +69,7 @@ def export_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-parity", action="store_true", help="skip the parity check")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    parser.add_argument("--precision", choices=("fp32", "int8", "auto"), default="fp32",
+    parser.add_argument("--precision", choices=(*EXPORT_PRECISIONS, "auto"), default=FP32,
                         help="int8: post-training int8 of the ONNX export with an accuracy report; auto: fp32 and "
                         "int8 exports in OUT/fp32 and OUT/int8, every runtime and precision timed here, the fastest "
                         "that passes written to OUT/choice.json")
@@ -85,7 +86,7 @@ def export_main(argv: list[str] | None = None) -> int:
     use_download_flags(args.mirror, args.offline)
     torch.set_num_threads(args.threads)
 
-    if args.precision != "fp32" and args.format != "onnx":
+    if args.precision != FP32 and args.format != "onnx":
         parser.error(f"--precision {args.precision} needs --format onnx")
     quantization = {"calibration": args.calibration, "eval_ann": args.eval_ann, "eval_images": args.eval_images,
                     "max_ap_drop": args.max_ap_drop, "method": args.int8_method}
@@ -106,7 +107,7 @@ def export_main(argv: list[str] | None = None) -> int:
                   f"{choice['choice']['serve']}\nwrote {Path(args.out) / CHOICE_FILE}")
             return 0
         path: Path | None
-        if args.precision == "int8":
+        if args.precision == INT8:
             from .quantize import export_int8, summary
 
             path, report, accuracy = export_int8(
@@ -142,11 +143,11 @@ def parity_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--photos", nargs="+", help="photo files (default: scikit-image's sample photos)")
     parser.add_argument("--runtime", choices=("onnxruntime", "openvino"), default="onnxruntime",
                         help="what runs an ONNX export (openvino: pip install openvino)")
-    parser.add_argument("--precision", choices=OPENVINO_PRECISIONS, default="f32",
+    parser.add_argument("--precision", choices=OPENVINO_PRECISIONS, default=F32,
                         help="openvino's inference precision; bf16 is held to the looser BF16_TOLERANCE")
     add_download_flags(parser)
     args = parser.parse_args(argv)
-    if args.precision != "f32" and args.runtime != "openvino":
+    if args.precision != F32 and args.runtime != "openvino":
         parser.error("--precision bf16 needs --runtime openvino")
     if args.runtime != "onnxruntime" and args.format != "onnx":
         parser.error("--runtime openvino runs ONNX exports only")

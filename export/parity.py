@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 
 from zoo.letterbox import letterbox
+from zoo.vocabulary import SEGMENTATION
 
 from .artifact import ExportError
 from .source import ExportSource
@@ -147,7 +148,7 @@ def check_parity(source: ExportSource, runner: Runner, image_size: tuple[int, in
     with torch.inference_mode():
         for b, name in enumerate(photos):
             x = torch.from_numpy(batch[b])
-            if source.task == "segmentation":
+            if source.task == SEGMENTATION:
                 logits = source.model(x[None])["out"][0].numpy()
                 figures = {"pixel_agreement": float((logits.argmax(0) == exported["labels"][b]).mean()),
                            "max_logit_diff": float(np.abs(logits - exported["logits"][b]).max())}

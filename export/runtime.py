@@ -89,8 +89,7 @@ class OpenVinoRunner:
 
 
 def runner_for(fmt: str, path: Path, outputs: tuple[str, ...] | list[str], runtime: str = "onnxruntime",
-               precision: str = F32, threads: int | None = None,
-               providers: list[str] | None = None) -> Runner:
+               precision: str = F32, *, threads: int | None = None, providers: list[str] | None = None) -> Runner:
     """What runs an artefact: TorchScript, or an ONNX file on onnxruntime (f32; ``providers``, default CPU) or
     OpenVINO (f32 or bf16, CPU); ``outputs``: the names it answers (TorchScript) or fetches (onnxruntime)."""
     if fmt != "onnx":

@@ -22,6 +22,8 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from zoo.vocabulary import DETECTION
+
 if TYPE_CHECKING:
     from .recipes import Recipe
 
@@ -86,7 +88,7 @@ def _evaluate_run(out: Path, weights: str, recipe: Recipe, device: str) -> None:
 
     stats = evaluate_model(weights, recipe.val_ann, recipe.val_images, device=device)
     dataset_name = Path(recipe.val_ann).name
-    metrics = [{"dataset": dataset_name, "task": "detection", "name": "box AP", "value": stats["AP"],
+    metrics = [{"dataset": dataset_name, "task": DETECTION, "name": "box AP", "value": stats["AP"],
                 "source": f"objects365-zoo eval of run {out}"}]
     publish.write_text(out / publish.EVAL_INFO, json.dumps({"stats": stats, "metrics": metrics}, indent=2))
     log.info("eval on %s: %s", dataset_name, json.dumps(stats))

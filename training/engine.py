@@ -33,6 +33,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from zoo.atomic import atomic_write, remove_stale
+from zoo.vocabulary import SEGMENTATION
 
 from . import checkpoint as ckpt
 from . import distributed as dist_utils
@@ -155,7 +156,7 @@ class Trainer:
         self.batches = batches
         self.iteration = 0
         self._stop_requested = False
-        self.segmentation = recipe.task == "segmentation"
+        self.segmentation = recipe.task == SEGMENTATION
         self.model, self.net = self._place(model)
         self.optimizer = build_optimizer(self.model, recipe)
         self.scheduler = build_scheduler(self.optimizer, recipe)

@@ -51,7 +51,8 @@ class OnnxBackend(Backend):
         fetch = served_outputs(self.meta["task"])
         providers = providers_for(device) if runtime == "onnxruntime" else None
         try:
-            self._run: Runner = runner_for("onnx", path, fetch, runtime, precision, threads, providers)
+            self._run: Runner = runner_for("onnx", path, fetch, runtime, precision, threads=threads,
+                                           providers=providers)
         except Exception:
             check_onnx_file(path)  # a file that does not parse: one line naming it, not the runtime's many
             raise
