@@ -57,7 +57,7 @@ def build_metadata(source: ExportSource, fmt: str, artifact: str, image_size: tu
         "source_sha256": source.sha256,
         "weights": source.weights,
         "exporter": exporter_versions(),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     meta.update(extra or {})
     return meta

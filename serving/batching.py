@@ -84,7 +84,7 @@ class DynamicBatcher:
         self._queue.put_nowait(_Item(image, future, time.perf_counter()))
         try:
             return await asyncio.wait_for(future, timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise RequestTimeout(f"inference did not finish within {timeout_s:g} s") from None
 
     async def _next_batch(self) -> list[_Item]:
@@ -95,7 +95,7 @@ class DynamicBatcher:
             try:
                 item = self._queue.get_nowait() if remaining <= 0 else await asyncio.wait_for(
                     self._queue.get(), remaining)
-            except (asyncio.QueueEmpty, asyncio.TimeoutError):
+            except (TimeoutError, asyncio.QueueEmpty):
                 break
             batch.append(item)
         return [item for item in batch if not item.future.done()]  # timed-out requests are dropped unrun

@@ -302,7 +302,7 @@ def test_onnx_export_parity_and_serving(family, repos, hf_hub, tmp_path):
 def test_without_transformers_one_line_names_the_extra(repos, hf_hub, monkeypatch):
     import sys
 
-    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    import tomllib
 
     from zoo import cli_common
     from zoo.models import hf_detr
