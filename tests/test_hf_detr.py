@@ -301,7 +301,6 @@ def test_onnx_export_parity_and_serving(family, repos, hf_hub, tmp_path):
 
 def test_without_transformers_one_line_names_the_extra(repos, hf_hub, monkeypatch):
     import sys
-
     import tomllib
 
     from zoo import cli_common
