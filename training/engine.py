@@ -129,6 +129,12 @@ SKIP_RESIZE_ATTR = "_skip_resize"
 Batches = Iterable[list]
 
 
+def default_train_mode(model: nn.Module) -> None:
+    """``model.train()`` through the model's own override (YOLOX keeps its BatchNorm frozen there);
+    ``nn.Module.train(model)`` would bypass it and unfreeze the statistics."""
+    model.train()
+
+
 class Trainer:
     """Train ``model`` on ``dataset`` with ``recipe`` in ``out_dir`` (the run folder).
 
@@ -144,7 +150,7 @@ class Trainer:
 
     def __init__(self, model: nn.Module, dataset: Dataset, recipe: Recipe, out_dir: str | Path, ctx: Context, *,
                  progress: bool = True, hooks: Sequence[Callable[[Trainer], None]] = (),
-                 train_mode: Callable[[nn.Module], object] = nn.Module.train,
+                 train_mode: Callable[[nn.Module], object] = default_train_mode,
                  batches: Callable[[int], Batches] | None = None) -> None:
         self.recipe = recipe
         self.dataset = dataset
