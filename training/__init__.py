@@ -6,7 +6,8 @@ Entry points: ``training.finetune(...)`` (one call: your data in, a model loadab
 
 
 def finetune(*args, **kwargs):
-    """:func:`training.finetune.finetune` (imported on first use: ``import training`` stays light)."""
-    from .finetune import finetune as run
+    """:func:`training.finetuning.finetune`, imported on first use (``import training`` stays light). Its module is
+    not called ``finetune``: importing it would replace this function on the package."""
+    from .finetuning import finetune as run
 
     return run(*args, **kwargs)

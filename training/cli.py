@@ -123,7 +123,7 @@ def evaluate(args: argparse.Namespace) -> int:
 
 
 def finetune_cmd(args: argparse.Namespace) -> int:
-    from .finetune import finetune
+    from .finetuning import finetune
 
     _setup_logging()
     result = finetune(args.train, args.images, init=args.init, val=args.val, val_images=args.val_images,

@@ -36,7 +36,7 @@ from typing import Any
 
 from zoo.vocabulary import DETECTION
 
-log = logging.getLogger("training.finetune")
+log = logging.getLogger("training.finetuning")
 
 CPU_DEFAULT = "yolox_nano_coco"
 # Seconds per iteration measured on a 2-core CPU at batch 2 (benchmarks/bench_train_throughput.py and this
