@@ -21,4 +21,8 @@ if ! command -v chromium >/dev/null 2>&1; then
     echo "warning: chromium missing and not root; the demo-page browser test will be skipped" >&2
   fi
 fi
-exec "$VENV/bin/python" -m pytest -q "$@"
+# tests/test_quantize.py runs in a pytest process of its own: in two fresh-clone CI runs the long test process
+# crashed (SIGSEGV) at its first subprocess after the NNCF/OpenVINO int8 tests; each part passes alone. Not yet
+# root-caused (see the closing note of session 4).
+"$VENV/bin/python" -m pytest -q --ignore=tests/test_quantize.py "$@"
+exec "$VENV/bin/python" -m pytest -q tests/test_quantize.py "$@"
