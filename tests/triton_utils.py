@@ -96,6 +96,7 @@ class TritonServer:
         return self.log_path.read_text(errors="replace") if self.log_path.is_file() else ""
 
     def stop(self) -> None:
+        """End the server and remove its cache folder (where its log lives)."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -103,6 +104,7 @@ class TritonServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
+        shutil.rmtree(self.log_path.parent, ignore_errors=True)
 
     def __enter__(self) -> TritonServer:
         return self
@@ -143,8 +145,9 @@ def start_tritonserver(repo_dir: str | Path, *, timeout: float = 60.0, stub_env:
                     return server
         except OSError:
             time.sleep(0.3)
+    log_tail = server.log()[-3000:]
     server.stop()
-    raise TritonUnavailable(f"tritonserver not live after {timeout:.0f} s:\n{server.log()[-3000:]}")
+    raise TritonUnavailable(f"tritonserver not live after {timeout:.0f} s:\n{log_tail}")
 
 
 def start_or_skip(repo_dir: str | Path, *, timeout: float = 90.0) -> TritonServer:
