@@ -262,6 +262,8 @@ def _hf_detr(name: str, repo: str, revision: str | None, sha256: str | None, cat
     ))
 
 
+_DFINE_README = ("D-FINE README (github.com/Peterande/D-FINE, commit 4a1f73a8bcfac736a88abde9596d87f116d780a7, "
+                 "Model Zoo)")
 _UNPINNED = ("The Hub's commit hash of this repository and the sha256 of its model.safetensors could not be read from "
              "the pages available here, so the entry follows the repository's default branch and verifies no digest; "
              "pin both once read from {url}/commits/main and {url}/blob/main/model.safetensors.")
@@ -274,9 +276,14 @@ _hf_detr(
     "smallest Objects365-pretrained RT-DETR; PekingU's conversion for transformers. Revision 386c438 is the Hub's "
     "main after 'Update Model Card (#4)' (huggingface.co/PekingU/rtdetr_r18vd_coco_o365/tree/386c43855d01..., "
     "apache-2.0); the sha256 of its model.safetensors (80.9 MB, unchanged since commit e96d14a) is the Git LFS "
-    "SHA256 of huggingface.co/PekingU/rtdetr_r18vd_coco_o365/blob/main/model.safetensors. Published AP figures "
-    "could not be read from the card here and are not recorded.",
-    datasets=("objects365_v2", "coco"))
+    "SHA256 of huggingface.co/PekingU/rtdetr_r18vd_coco_o365/blob/main/model.safetensors. transformers' "
+    "conversion script (convert_rt_detr_original_pytorch_checkpoint_to_hf.py) builds it from RT-DETR's "
+    "rtdetr_r18vd_5x_coco_objects365_from_paddle.pth, whose COCO figure is recorded below.",
+    datasets=("objects365_v2", "coco"),
+    metrics=(Metric("COCO val2017", "detection", "box AP", 49.0,
+                    "RT-DETR rtdetr_pytorch/README.md (github.com/lyuwenyu/RT-DETR, commit "
+                    "068dfde65f2667ad6555883c69d73de886518cad), row rtdetr_18vd COCO+Objects365, the checkpoint "
+                    "rtdetr_r18vd_5x_coco_objects365_from_paddle.pth (the Paddle original reports 49.2)"),))
 _hf_detr(
     "dfine_s_obj365", "ustc-community/dfine_s_obj365", None, None, "objects365_v2", "apache-2.0",
     "D-FINE-S (Peng et al. 2024, arXiv:2410.13842; HGNetv2-B0 backbone) trained on Objects365 only: the "
@@ -287,13 +294,15 @@ _hf_detr(
     "class 0 is unused, so its rows are dropped on load. The other 365 are expected to be Objects365 v2 in "
     "annotation-file order, checked against config.json's id2label on load. "
     + _UNPINNED.format(url="https://huggingface.co/ustc-community/dfine_s_obj365")
-    + " D-FINE's published Objects365 val AP of this checkpoint could not be read here and is not recorded.",
+,
     datasets=("objects365_v2",), unused_first_class=True,
-    metrics=(Metric("COCO val2017", "detection", "box AP", 50.3,
-                    "D-FINE README (github.com/Peterande/D-FINE, commit 04b6e30215352424cfd6460f1eb7da0f03a891c3, "
-                    "Model Zoo, D-FINE-S COCO+Objects365): this checkpoint finetuned on COCO by its authors "
-                    "(dfine_s_obj2coco), not these weights; later README versions may revise it",
-                    of_these_weights=False),))
+    metrics=(Metric("Objects365 val (full)", "detection", "box AP", 31.0,
+                    f"{_DFINE_README}, 'Pretrained Models on Objects365' table, D-FINE-S row (dfine_s_obj365.pth, "
+                    "which transformers' conversion script turns into this repository; 30.5 on the first 5000 "
+                    "val images)"),
+             Metric("COCO val2017", "detection", "box AP", 50.7,
+                    f"{_DFINE_README}, 'Objects365+COCO' table, D-FINE-S row: this checkpoint finetuned on COCO by "
+                    "its authors (dfine_s_obj2coco), not these weights", of_these_weights=False)))
 _hf_detr(
     "lwdetr_tiny_30e_objects365", "AnnaZhang/lwdetr_tiny_30e_objects365", None, None, "objects365_v2", "apache-2.0",
     "LW-DETR-tiny (Chen et al. 2024, arXiv:2406.03459; ViT-tiny encoder, shallow DETR decoder) after its 30-epoch "
@@ -304,5 +313,11 @@ _hf_detr(
     "config.json's id2label on load. Its processor is transformers' DeformableDetrImageProcessor, whose defaults "
     "normalise with ImageNet statistics: the model reads resize and normalisation from the checkpoint's "
     "preprocessor_config.json on load, whatever this entry's preprocessing (the letterbox) records. "
-    + _UNPINNED.format(url="https://huggingface.co/AnnaZhang/lwdetr_tiny_30e_objects365"),
-    datasets=("objects365_v2",), unused_first_class=True)
+    + _UNPINNED.format(url="https://huggingface.co/AnnaZhang/lwdetr_tiny_30e_objects365")
+    + " LW-DETR publishes no Objects365 AP for its 30-epoch pretraining.",
+    datasets=("objects365_v2",), unused_first_class=True,
+    metrics=(Metric("COCO val2017", "detection", "box AP", 42.6,
+                    "LW-DETR README (github.com/Atten4Vis/LW-DETR, commit d5e6e6c4add2d24dafb965ced8b50163c50b9788), "
+                    "'Main Results', LW-DETR-tiny (LWDETR_tiny_60e_coco.pth: these weights finetuned 60 epochs on "
+                    "COCO by the authors; 42.9 in their re-implementation), not these weights",
+                    of_these_weights=False),))
