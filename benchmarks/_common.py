@@ -1,6 +1,7 @@
 """Shared by the benchmark scripts: a printed table and a JSON result file per benchmark."""
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import statistics
@@ -22,6 +23,14 @@ def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> tupl
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times), times
+
+
+def workload_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The command line of a benchmark on an evaluation workload: its first argument is a folder written by
+    ``make_o365_eval_workload.py`` (gt.json, detections.npy)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("workload", type=Path, help="folder of make_o365_eval_workload.py (gt.json, detections.npy)")
+    return parser
 
 
 def report(name: str, columns: Sequence[str], rows: Sequence[Sequence[object]], extra: dict | None = None) -> Path:

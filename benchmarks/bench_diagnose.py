@@ -7,7 +7,6 @@ category ``c`` is given supercategory ``c % --supercategories`` (Objects365 has 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import resource
 import sys
@@ -16,15 +15,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _common import report  # noqa: E402
+from _common import report, workload_parser  # noqa: E402
 
 from training.diagnose import diagnose  # noqa: E402
 from training.evaluation.coco import evaluate_coco, load_ground_truth  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("workload", type=Path, help="folder of make_o365_eval_workload.py (gt.json, detections.npy)")
+    parser = workload_parser(__doc__)
     parser.add_argument("--supercategories", type=int, default=11)
     args = parser.parse_args()
     gt = json.loads((args.workload / "gt.json").read_text())

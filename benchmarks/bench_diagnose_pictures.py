@@ -8,7 +8,6 @@ photos), after loading the workload once.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import resource
 import sys
@@ -18,15 +17,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _common import report  # noqa: E402
+from _common import report, workload_parser  # noqa: E402
 
 from training.diagnose import comparisons, write_pictures  # noqa: E402
 from training.evaluation.coco import load_detections, load_ground_truth  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("workload", type=Path, help="folder of make_o365_eval_workload.py (gt.json, detections.npy)")
+    parser = workload_parser(__doc__)
     parser.add_argument("--worst", type=int, default=20)
     parser.add_argument("--score-threshold", type=float, default=0.3)
     args = parser.parse_args()
