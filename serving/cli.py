@@ -24,13 +24,13 @@ log = logging.getLogger("serving")
 PROG = "python -m serving"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     """One flag per setting of :class:`~serving.config.ServingConfig` (its description, variable and default in the
     help), then the download flags."""
     from .config import ENV_PREFIX, ServingConfig, env_var, flag_of
 
     parser = Parser(
-        prog=PROG,
+        prog=prog,
         description="Serve objects365-zoo models over HTTP: POST /v1/detect, /v1/segment, /v1/detect:visualize; "
                     "GET /v1/models, /healthz, /readyz, /metrics, and a demo page at /. Every flag can also be set "
                     f"with an environment variable {ENV_PREFIX}<SETTING> (named in its help; flags win).",
@@ -60,15 +60,16 @@ def _value_type(annotation: Any) -> Any:
     return annotation
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     """Parse ``argv``, load the models and serve until SIGINT/SIGTERM; returns the exit status (an expected failure:
-    one line on stderr and 2, a missing extra among them; models that cannot load: 1)."""
+    one line on stderr and 2, a missing extra among them; models that cannot load: 1). ``prog`` names the command
+    in messages (``zoo serve`` when run as the ``zoo`` plugin)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    return run_cli(PROG, lambda: _parse_and_serve(argv), debug="--debug" in argv, extra="serving")
+    return run_cli(prog, lambda: _parse_and_serve(argv, prog), debug="--debug" in argv, extra="serving")
 
 
-def _parse_and_serve(argv: list[str]) -> int:
-    args = vars(build_parser().parse_args(argv))
+def _parse_and_serve(argv: list[str], prog: str) -> int:
+    args = vars(build_parser(prog).parse_args(argv))
     args.pop("debug", None)
     use_download_flags(args.pop("mirror"), args.pop("offline"))
     return _serve(args)

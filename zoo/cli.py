@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from .result_pictures import ImageTruth
     from .visualize import Comparison
 
-_PLUGIN_GROUP = "objects365_zoo.cli"  # other packages (serving) add subcommands here; zoo imports none of them
+_PLUGIN_GROUP = "objects365_zoo.cli"  # other packages add subcommands, each `main(argv, prog=...)`; zoo imports none
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -392,7 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     plugins = _plugins()
     if argv and argv[0] in plugins:  # the plugin parses its own arguments (a missing extra fails here, in one line)
-        return run_cli(f"zoo {argv[0]}", lambda: plugins[argv[0]].load()(argv[1:]), debug="--debug" in argv)
+        prog = f"zoo {argv[0]}"
+        return run_cli(prog, lambda: plugins[argv[0]].load()(argv[1:], prog=prog), debug="--debug" in argv)
     args = build_parser().parse_args(argv)
     use_download_flags(getattr(args, "mirror", None), getattr(args, "offline", None))
     return run_cli(f"zoo {args.command}", lambda: args.fn(args), debug=getattr(args, "debug", False))
