@@ -44,7 +44,8 @@ METHODS = ("nncf", "onnxruntime")
 WEIGHTED_OPS = ("Conv", "MatMul", "Gemm")
 QUANTIZED_OPS = (*WEIGHTED_OPS, "Mul", "Sigmoid", "Add", "Concat", "MaxPool", "Resize")
 SELECTION_OPS = ("TopK", "NonMaxSuppression")
-FLOAT_NODES = "prediction layers and all after them or after TopK/NonMaxSuppression"
+FLOAT_NODES = ("prediction layers and all after them, and all after TopK/NonMaxSuppression but the weighted layers "
+               "that feed others")
 AGREEMENT = Tolerance(box_px=float("inf"), score=0.05, match_iou=0.9)  # matching rule of the int8 agreement
 EVERYDAY_PHOTOS = (*SKIMAGE_PHOTOS, "cat", "camera", "page")
 SERVING_SAMPLES = Path(__file__).resolve().parent.parent / "serving" / "static" / "samples"
@@ -244,8 +245,9 @@ def agreement(reference: list[dict[str, np.ndarray]], int8: list[dict[str, np.nd
 
 
 def postprocessing_nodes(path: Path) -> list[str]:
-    """Names of the nodes kept in float: the prediction layers and every node downstream of them or of a
-    selection op."""
+    """Names of the nodes kept in float: the prediction layers and every node downstream of them, and every node
+    downstream of a selection op but the weighted layers there that feed others (a two-stage detector's box head
+    on the pooled proposals is int8; its box and class predictors, the boxes and the scores stay float)."""
     import onnx
 
     nodes = onnx.load(str(path), load_external_data=False).graph.node
@@ -266,8 +268,9 @@ def postprocessing_nodes(path: Path) -> list[str]:
 
     below = {node.name: downstream(node) for node in nodes if node.op_type in WEIGHTED_OPS}
     heads = [name for name, after in below.items() if not set(after.values()) & set(WEIGHTED_OPS)]
-    selections = [downstream(node) for node in nodes if node.op_type in SELECTION_OPS]
-    return sorted(set(heads).union(*(below[name] for name in heads), *selections))
+    selected = set().union(*(downstream(node) for node in nodes if node.op_type in SELECTION_OPS))
+    inner = set(below) - set(heads)
+    return sorted(set(heads).union(*(below[name] for name in heads), selected - inner))
 
 
 class PhotoReader:

@@ -163,3 +163,41 @@ def test_cli_small_calibration_set_is_one_line(tmp_path: Path, capsys: pytest.Ca
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and "needs at least 8" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_float_nodes_of_a_two_stage_graph(tmp_path: Path) -> None:
+    """A two-stage detector's box head (weighted layers after the proposal selection that feed other weighted
+    layers) is quantized; its predictors, everything after them and the rest after the selection stay float."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from export.quantize import postprocessing_nodes
+
+    def weight(name: str, *shape: int) -> onnx.TensorProto:
+        return numpy_helper.from_array(np.zeros(shape, np.float32), name)
+
+    nodes = [
+        helper.make_node("Conv", ["images", "w_backbone"], ["features"], name="backbone"),
+        helper.make_node("Conv", ["features", "w_rpn"], ["objectness"], name="rpn_head"),
+        helper.make_node("Flatten", ["objectness"], ["flat_objectness"], name="rpn_flatten"),
+        helper.make_node("TopK", ["flat_objectness", "k"], ["top_scores", "top_index"], name="proposals"),
+        helper.make_node("Flatten", ["features"], ["flat_features"], name="pool"),
+        helper.make_node("Gather", ["flat_features", "top_index"], ["pooled"], name="roi_pool", axis=1),
+        helper.make_node("Reshape", ["pooled", "box_shape"], ["rois"], name="rois"),
+        helper.make_node("MatMul", ["rois", "w_fc6"], ["fc6"], name="fc6"),
+        helper.make_node("Relu", ["fc6"], ["fc6_relu"], name="fc6_relu"),
+        helper.make_node("MatMul", ["fc6_relu", "w_fc7"], ["fc7"], name="fc7"),
+        helper.make_node("MatMul", ["fc7", "w_cls"], ["scores"], name="cls_score"),
+        helper.make_node("Sigmoid", ["scores"], ["probabilities"], name="probabilities"),
+    ]
+    graph = helper.make_graph(
+        nodes, "two_stage", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, None)],
+        [weight("w_backbone", 4, 3, 1, 1), weight("w_rpn", 1, 4, 1, 1), weight("w_fc6", 4, 8), weight("w_fc7", 8, 8),
+         weight("w_cls", 8, 3), numpy_helper.from_array(np.array([4], np.int64), "k"),
+         numpy_helper.from_array(np.array([4, 4], np.int64), "box_shape")])
+    path = tmp_path / "two_stage.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    floats = set(postprocessing_nodes(path))
+    assert {"cls_score", "probabilities", "roi_pool", "rois", "fc6_relu"} <= floats
+    assert not {"backbone", "rpn_head", "fc6", "fc7"} & floats
