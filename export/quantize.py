@@ -44,6 +44,7 @@ METHODS = ("nncf", "onnxruntime")
 WEIGHTED_OPS = ("Conv", "MatMul", "Gemm")
 QUANTIZED_OPS = (*WEIGHTED_OPS, "Mul", "Sigmoid", "Add", "Concat", "MaxPool", "Resize")
 SELECTION_OPS = ("TopK", "NonMaxSuppression")
+DATA_MOVEMENT_OPS = ("Slice", "SpaceToDepth", "DepthToSpace", "Gather", "Transpose", "Reshape")
 FLOAT_NODES = ("prediction layers and all after them, and all after TopK/NonMaxSuppression but the weighted layers "
                "that feed others")
 AGREEMENT = Tolerance(box_px=float("inf"), score=0.05, match_iou=0.9)  # matching rule of the int8 agreement
@@ -326,6 +327,52 @@ def unsigned_activations(model: onnx.ModelProto) -> None:
             info.type.tensor_type.elem_type = onnx.TensorProto.UINT8
 
 
+def quantizers_next_to_weights(model: onnx.ModelProto) -> None:
+    """Move each activation quantizer (QuantizeLinear + DequantizeLinear, per tensor) that feeds a weighted layer only
+    through a chain of data-movement ops (YOLOX's Focus: Slice, SpaceToDepth, Gather) to that layer's input: the same
+    values (moving or gathering elements commutes with quantizing each one), and OpenVINO then runs the layer in
+    int8 instead of float (it does not carry a quantizer through SpaceToDepth and Gather)."""
+    from onnx import helper
+
+    nodes = list(model.graph.node)
+    consumers: dict[str, list] = {}
+    for node in nodes:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    graph_outputs, removed = {output.name for output in model.graph.output}, set()
+    for dq in [node for node in nodes if node.op_type == "DequantizeLinear"]:
+        producer = next((n for n in nodes if dq.input[0] in n.output), None)
+        if producer is None or producer.op_type != "QuantizeLinear" or len(producer.input) < 2:
+            continue
+        chain, tensor = [], dq.output[0]
+        while len(consumers.get(tensor, [])) == 1 and tensor not in graph_outputs:
+            node = consumers[tensor][0]
+            if node.op_type not in DATA_MOVEMENT_OPS or node.input[0] != tensor:
+                break
+            chain.append(node)
+            tensor = node.output[0]
+        layer = consumers.get(tensor, [None])[0]
+        if (not chain or len(consumers.get(tensor, [])) != 1 or layer.op_type not in WEIGHTED_OPS
+                or layer.input[0] != tensor or len(consumers.get(dq.input[0], [])) != 1):
+            continue
+        chain[0].input[0] = producer.input[0]  # the chain now moves float values
+        moved = f"{tensor}_quantized"
+        quantize = helper.make_node("QuantizeLinear", [tensor, *producer.input[1:]], [f"{moved}_q"],
+                                    name=f"{producer.name}_moved")
+        dequantize = helper.make_node("DequantizeLinear", [f"{moved}_q", *dq.input[1:]], [moved],
+                                      name=f"{dq.name}_moved")
+        layer.input[0] = moved
+        model.graph.node.remove(producer)
+        model.graph.node.remove(dq)
+        at = list(model.graph.node).index(layer)
+        model.graph.node.insert(at, dequantize)
+        model.graph.node.insert(at, quantize)
+        removed.update(producer.output)
+    kept = [info for info in model.graph.value_info if info.name not in removed]
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(kept)
+
+
 def quantize_nncf(fp32: Path, out: Path, photos: list[Image.Image], size: tuple[int, int], pad: float, *,
                   labelled: list[LabelledImage] | None = None, max_ap_drop: float = 1.0) -> dict:
     """Write NNCF's int8 QDQ model of ``fp32`` to ``out`` (accuracy-aware with ``labelled``: at most
@@ -354,6 +401,7 @@ def quantize_nncf(fp32: Path, out: Path, photos: list[Image.Image], size: tuple[
     else:
         quantized = nncf.quantize(model, calibration, **settings)
         tool = "quantize"
+    quantizers_next_to_weights(quantized)
     unsigned_activations(quantized)
     onnx.save(quantized, str(out))
     return {"tool": f"nncf {nncf.__version__} {tool} (ONNX backend)", "format": "QDQ", "preset": "mixed",

@@ -201,3 +201,43 @@ def test_float_nodes_of_a_two_stage_graph(tmp_path: Path) -> None:
     floats = set(postprocessing_nodes(path))
     assert {"cls_score", "probabilities", "roi_pool", "rois", "fc6_relu"} <= floats
     assert not {"backbone", "rpn_head", "fc6", "fc7"} & floats
+
+
+def test_quantizer_moves_through_data_movement_to_the_conv(tmp_path: Path) -> None:
+    """A quantizer in front of YOLOX's Focus (Slice, SpaceToDepth) ends up at the convolution's input, with the same
+    answers on ONNX Runtime."""
+    import onnx
+    import onnxruntime
+    from onnx import TensorProto, helper, numpy_helper
+
+    from export.quantize import quantizers_next_to_weights
+
+    rng = np.random.default_rng(0)
+    initializers = [numpy_helper.from_array(np.array(0.02, np.float32), "scale"),
+                    numpy_helper.from_array(np.array(3, np.uint8), "zero"),
+                    numpy_helper.from_array(np.array([0, 0, 0, 0], np.int64), "starts"),
+                    numpy_helper.from_array(np.array([1, 3, 8, 8], np.int64), "ends"),
+                    numpy_helper.from_array(rng.normal(size=(4, 12, 1, 1)).astype(np.float32), "w")]
+    nodes = [helper.make_node("QuantizeLinear", ["images", "scale", "zero"], ["q"], name="q"),
+             helper.make_node("DequantizeLinear", ["q", "scale", "zero"], ["dq"], name="dq"),
+             helper.make_node("Slice", ["dq", "starts", "ends"], ["sliced"], name="slice"),
+             helper.make_node("SpaceToDepth", ["sliced"], ["focus"], name="focus", blocksize=2),
+             helper.make_node("Conv", ["focus", "w"], ["out"], name="stem")]
+    graph = helper.make_graph(nodes, "focus", [helper.make_tensor_value_info("images", TensorProto.FLOAT,
+                                                                             [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4, 4, 4])], initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    images = rng.uniform(0, 1, (1, 3, 8, 8)).astype(np.float32)
+
+    def run(m: onnx.ModelProto) -> np.ndarray:
+        session = onnxruntime.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        return session.run(None, {"images": images})[0]
+
+    before = run(model)
+    quantizers_next_to_weights(model)
+    onnx.checker.check_model(model)
+    by_output = {output: node for node in model.graph.node for output in node.output}
+    stem = next(node for node in model.graph.node if node.name == "stem")
+    assert by_output[stem.input[0]].op_type == "DequantizeLinear"
+    assert next(node for node in model.graph.node if node.name == "slice").input[0] == "images"
+    np.testing.assert_allclose(run(model), before, rtol=0, atol=1e-5)
