@@ -1,6 +1,7 @@
 """Fixtures of the serving tests: real photos, the demo model on the torch backend, a client that waits for ready."""
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +20,17 @@ from serving.backends.torch_backend import TorchBackend
 DEMO_MODEL = "retinanet_lite0_neon_trees"
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(1, str(REPO / "tests"))  # tests/triton_utils.py (the export engineer's tritonserver helper)
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """Tests that run the serving CLI in-process make it point the root logger at that test's captured stderr;
+    restore the handlers after each test, or later tests log to a closed stream ("--- Logging error ---")."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")
