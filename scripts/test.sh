@@ -21,8 +21,19 @@ if ! command -v chromium >/dev/null 2>&1; then
     echo "warning: chromium missing and not root; the demo-page browser test will be skipped" >&2
   fi
 fi
-# tests/test_quantize.py runs in a pytest process of its own: in two fresh-clone CI runs the long test process
-# crashed (SIGSEGV) at its first subprocess after the NNCF/OpenVINO int8 tests; each part passes alone. Not yet
-# root-caused (see the closing note of session 4).
-"$VENV/bin/python" -m pytest -q --ignore=tests/test_quantize.py "$@"
-exec "$VENV/bin/python" -m pytest -q tests/test_quantize.py "$@"
+# The tests run in three pytest processes (serving; the rest; the int8 tests): in fresh-clone CI runs the single long
+# test process crashed (SIGSEGV) at a subprocess start after hundreds of tests, at different places; not root-caused
+# (see tests/conftest.py). A group with no test selected (pytest's exit status 5) is not a failure.
+if [ "$#" -gt 0 ] && [ "${1#-}" = "$1" ]; then  # test paths given: run just those, in one process
+  exec "$VENV/bin/python" -m pytest -q "$@"
+fi
+failed=0
+pytest_group() {
+  local rc=0
+  "$VENV/bin/python" -m pytest -q "$@" || rc=$?
+  if [ "$rc" != 0 ] && [ "$rc" != 5 ]; then failed=$rc; fi
+}
+pytest_group tests/serving "$@"
+pytest_group tests --ignore=tests/serving --ignore=tests/test_quantize.py "$@"
+pytest_group tests/test_quantize.py "$@"
+exit "$failed"
