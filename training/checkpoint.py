@@ -29,7 +29,10 @@ class CheckpointError(RuntimeError):
 
 
 def rng_state() -> dict[str, Any]:
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    numpy_state = np.random.get_state()
+    if not isinstance(numpy_state, tuple):  # the legacy tuple of MT19937, np.random's only global generator
+        raise CheckpointError(f"numpy's global RNG state is not MT19937's tuple: {type(numpy_state).__name__}")
+    kind, keys, pos, has_gauss, cached = numpy_state
     state = {
         "torch": torch.get_rng_state(),
         "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),

@@ -53,7 +53,8 @@ def read_citypersons_json(path: Path, image: Path, min_height: float = 50.0, min
         if key not in doc:
             raise AnnotationError(f"{path}: no '{key}' field")
     w, h = int(doc["imgWidth"]), int(doc["imgHeight"])
-    pos, ign = [], []
+    pos: list[list[float]] = []  # reasonable pedestrians
+    ign: list[list[float]] = []  # ignore regions
     for i, obj in enumerate(doc["objects"]):
         label = obj.get("label")
         if label not in LABELS:

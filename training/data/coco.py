@@ -142,19 +142,19 @@ class CocoDetection(Dataset):
         p = int(self.positions[i])
         path = self.image_root / self.index.file_name(p)
         image = read_image(path)
-        boxes, cats, crowd = self.index.annotations(p)
+        xyxy, cats, crowd = self.index.annotations(p)
         labels = self._label_of[np.asarray(cats)]
         usable = labels > 0
         if self.skip_crowd:
             usable &= np.asarray(crowd) == 0
-        boxes = torch.from_numpy(np.array(boxes[usable], dtype=np.float32)).reshape(-1, 4)
+        boxes = torch.from_numpy(np.array(xyxy[usable], dtype=np.float32)).reshape(-1, 4)
         h, w = image.shape[-2:]
         ih, iw = int(self.index.heights[p]), int(self.index.widths[p])
         if (h, w) != (ih, iw):
             log.warning("%s: image is %dx%d but the annotations say %dx%d; boxes rescaled", path, w, h, iw, ih)
             boxes *= torch.tensor([w / iw, h / ih, w / iw, h / ih])
-        target = {"boxes": boxes, "labels": torch.from_numpy(labels[usable]),
-                  "image_id": torch.tensor(int(self.index.image_ids[p])), "orig_size": torch.tensor([h, w])}
+        target: Target = {"boxes": boxes, "labels": torch.from_numpy(labels[usable]),
+                          "image_id": torch.tensor(int(self.index.image_ids[p])), "orig_size": torch.tensor([h, w])}
         if self.transforms is not None:
             image, target = self.transforms(image, target, torch.Generator().manual_seed(int(seed)))
         return image, target

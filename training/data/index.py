@@ -90,9 +90,12 @@ class AnnotationIndex:
         where = index_dir(json_path, cache_dir)
         fingerprint = _fingerprint(json_path)
         with FileLock(str(where) + ".lock"):
-            if rebuild or _read_meta(where) is None or _read_meta(where)["fingerprint"] != fingerprint:
+            meta = None if rebuild else _read_meta(where)
+            if meta is None or meta["fingerprint"] != fingerprint:
                 build_index(json_path, where, fingerprint)
-            meta = _read_meta(where)
+                meta = _read_meta(where)
+        if meta is None:
+            raise RuntimeError(f"the annotation index {where} is incomplete right after building it")
         arrays = {name: np.load(where / f"{name}.npy", mmap_mode="r") for name in _ARRAYS}
         index = cls(path=json_path, category_ids=meta["category_ids"], category_names=meta["category_names"],
                     stats=meta["stats"], **arrays)
@@ -117,7 +120,7 @@ def _fingerprint(path: Path) -> dict[str, Any]:
     return {"version": INDEX_VERSION, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "head_sha256": head}
 
 
-def _read_meta(where: Path) -> dict | None:
+def _read_meta(where: Path) -> dict[str, Any] | None:
     try:
         meta = json.loads((where / "meta.json").read_text())
     except (OSError, ValueError):
@@ -219,8 +222,8 @@ class _Columns:
     def _images_fast(self, batch: list) -> bool:
         if (fields := _columns_of(batch, _IMAGE_FIELDS)) is None:
             return False
-        ids, names, ws, hs = fields
-        ids, ws, hs = _numbers(ids), _numbers(ws), _numbers(hs)
+        id_values, names, w_values, h_values = fields
+        ids, ws, hs = _numbers(id_values), _numbers(w_values), _numbers(h_values)
         if ids is None or ws is None or hs is None or set(map(type, names)) != {str} or (ws <= 0).any() \
                 or (hs <= 0).any():
             return False
@@ -253,8 +256,8 @@ class _Columns:
     def _annotations_fast(self, batch: list) -> bool:
         if (fields := _columns_of(batch, _ANNOTATION_FIELDS)) is None:
             return False
-        img, cat, box = fields
-        img, cat = _numbers(img), _numbers(cat)
+        img_values, cat_values, box = fields
+        img, cat = _numbers(img_values), _numbers(cat_values)
         if img is None or cat is None or set(map(type, box)) != {list} or set(map(len, box)) != {4}:
             return False
         flat = list(chain.from_iterable(box))

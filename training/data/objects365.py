@@ -132,13 +132,13 @@ def check(index: AnnotationIndex, images: Path, progress: bool = True) -> Check:
             by_name.setdefault(name, name if rel == "." else f"{rel}/{name}")
     result = Check(images=len(index), found={})
     for i, listed in enumerate(tqdm(index.file_names(), desc="checking images", unit="img", disable=not progress)):
-        rel = listed if (images / listed).is_file() else by_name.get(os.path.basename(listed))
-        if rel is None:
+        on_disk = listed if (images / listed).is_file() else by_name.get(os.path.basename(listed))
+        if on_disk is None:
             result.missing.append(listed)
             continue
         want = (int(index.widths[i]), int(index.heights[i]))
         try:
-            with Image.open(images / rel) as im:
+            with Image.open(images / on_disk) as im:
                 size = im.size
         except OSError as exc:  # not an image, truncated
             result.mismatched.append(f"{listed}: unreadable ({exc})")
@@ -146,7 +146,7 @@ def check(index: AnnotationIndex, images: Path, progress: bool = True) -> Check:
         if size != want:
             result.mismatched.append(f"{listed}: listed {want[0]}x{want[1]}, file {size[0]}x{size[1]}")
             continue
-        result.found[i] = rel
+        result.found[i] = on_disk
     return result
 
 
@@ -164,14 +164,14 @@ def write_subsets(json_path: Path, index: AnnotationIndex, found: dict[int, str]
     usable = np.sort(ids[sorted(found)])
     coco = np.sort(np.asarray(index.category_ids, dtype=np.int64)[mapped_categories(index, "coco")])
     sample = np.sort(np.random.default_rng(seed).choice(usable, size=min(sample_size, len(usable)), replace=False))
-    plans = {name: _Plan(images=sample if name == "sample" else usable,
-                         categories=None if name in ("full", "sample") else coco, inside=name == "coco80")
-             for name in subsets}
     paths = {name: out_dir / f"{split}_{name}.json" for name in subsets}
     with ExitStack() as stack:
-        for name, plan in plans.items():
-            plan.writer = _JsonWriter(stack.enter_context(atomic_write(paths[name], "w")),
-                                      {"description": f"Objects365 {split}, subset {name}", "source": str(json_path)})
+        plans = {name: _Plan(images=sample if name == "sample" else usable,
+                             categories=None if name in ("full", "sample") else coco, inside=name == "coco80",
+                             writer=_JsonWriter(stack.enter_context(atomic_write(paths[name], "w")),
+                                                {"description": f"Objects365 {split}, subset {name}",
+                                                 "source": str(json_path)}))
+                 for name in subsets}
         with tqdm(total=index.stats.get("annotations"), desc="subsets: boxes", unit="box", disable=not progress) as bar:
             for section, batch in iter_lists(json_path):
                 if section == "annotations":
@@ -201,7 +201,7 @@ class _Plan:
     images: np.ndarray  # sorted image ids
     categories: np.ndarray | None  # sorted category ids
     inside: bool
-    writer: _JsonWriter | None = None
+    writer: _JsonWriter
     boxes: int = 0
     images_written: int = 0
     holding: list[np.ndarray] = field(default_factory=list)  # image ids of the kept boxes, per batch
@@ -245,7 +245,8 @@ class _JsonWriter:
     """A COCO JSON written list by list, a batch of records at a time (the lists may come in any order)."""
 
     def __init__(self, f: IO[str], info: dict[str, Any]) -> None:
-        self.f, self.current, self.first = f, None, True
+        self.f, self.first = f, True
+        self.current: str | None = None  # the list being written
         self.seen: set[str] = set()
         f.write('{"info": ' + json.dumps(info))
 

@@ -244,6 +244,8 @@ def load_detections(source: Any, gt: GroundTruth) -> Detections:
         else:
             with open(path) as f:
                 source = json.load(f)
+    image_id: np.ndarray | list[Any]  # a list keeps each id as written (see _ids)
+    category: np.ndarray | list[Any]
     if isinstance(source, np.ndarray):
         if source.ndim != 2 or source.shape[1] != 7:
             raise ValueError(f"a detection array must be [N, 7] (image_id, x, y, w, h, score, category_id), "
