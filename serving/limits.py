@@ -7,7 +7,7 @@ before any pixel is decoded), a type other than JPEG, PNG or WebP (415), an empt
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,7 +43,7 @@ def _media_type(header: str | None) -> str | None:
     return header.split(";", 1)[0].strip().lower() or None if header else None
 
 
-async def _limited(stream: AsyncIterator[bytes], max_bytes: int) -> AsyncIterator[bytes]:
+async def _limited(stream: AsyncIterator[bytes], max_bytes: int) -> AsyncGenerator[bytes, None]:
     total = 0
     async for chunk in stream:
         total += len(chunk)

@@ -72,7 +72,8 @@ def select_detections(dets: Detections, categories: Sequence[str], *, width: int
     for box, score, raw in zip(boxes.round(2), dets.scores[order], dets.labels[order]):
         label = int(raw)
         name = categories[label - 1] if 1 <= label <= len(categories) else f"label_{label}"
-        out.append(Detection(box=tuple(float(v) for v in box), score=round(float(score), 5), label=label, name=name))
+        x1, y1, x2, y2 = (float(v) for v in box)
+        out.append(Detection(box=(x1, y1, x2, y2), score=round(float(score), 5), label=label, name=name))
     return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
@@ -88,7 +89,7 @@ class ServerState:
                 batcher = DynamicBatcher(
                     backend, max_batch_size=self.config.max_batch_size, max_wait_s=self.config.max_wait_ms / 1000,
                     queue_size=self.config.queue_size,
-                    on_batch=lambda n, s, m=name, b=backend.info.backend: self.metrics.observe_batch(m, b, n, s),
+                    on_batch=functools.partial(self.metrics.observe_batch, name, backend.info.backend),
                     executor=self.compute if backend.in_process else None)
                 batcher.start()
                 self.backends[name], self.batchers[name] = backend, batcher

@@ -31,11 +31,12 @@ def load_zoo_model(name: str, config: ServingConfig) -> nn.Module:
 
     model = zoo.load(name, pretrained=config.pretrained, device=config.device)
     if config.image_size is not None:
+        transform = getattr(model, "transform", None)  # torchvision's GeneralizedRCNNTransform
         if isinstance(model, YOLOX):
             model.set_input_size(config.image_size, config.image_size)
-        elif getattr(model, "transform", None) is not None:  # torchvision's GeneralizedRCNNTransform
-            model.transform.min_size = (config.image_size,)
-            model.transform.max_size = config.image_size
+        elif transform is not None:
+            transform.min_size = (config.image_size,)
+            transform.max_size = config.image_size
     return model
 
 

@@ -67,12 +67,9 @@ class OnnxBackend(Backend):
     @classmethod
     def from_config(cls, name: str, config: ServingConfig) -> OnnxBackend:
         """``config.onnx`` when given, else the model's export in ``config.onnx_cache`` (exported on first use)."""
-        kwargs = {"device": config.device, "threads": config.threads, "max_batch_size": config.max_batch_size,
-                  "runtime": "openvino" if config.backend == "openvino" else "onnxruntime",
-                  "precision": config.precision}
-        if config.onnx is not None:
-            return cls(config.onnx, **kwargs)
-        return cls(packaged_or_exported(name, config), **kwargs)
+        export_dir = config.onnx if config.onnx is not None else packaged_or_exported(name, config)
+        return cls(export_dir, device=config.device, threads=config.threads, max_batch_size=config.max_batch_size,
+                   runtime="openvino" if config.backend == "openvino" else "onnxruntime", precision=config.precision)
 
 
 def packaged_or_exported(name: str, config: ServingConfig) -> Path:

@@ -75,7 +75,7 @@ class TorchBackend(Backend):
         found = detect(self.model, images, input_size=self.input_size, pad_value=self.pad_value, device=self.device)
         return [Detections(boxes=d["boxes"], scores=d["scores"], labels=d["labels"]) for d in found]
 
-    def _segment(self, images: list[np.ndarray]) -> list[np.ndarray]:
+    def _segment(self, images: list[np.ndarray]) -> list[Result]:
         size = self.segmentation_size
         batch = torch.stack([
             F.interpolate(to_tensor(image, self.device)[None], size=(size, size), mode="bilinear",
