@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torchvision.models.detection import FasterRCNN, RetinaNet
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.rpn import RegionProposalNetwork, concat_box_prediction_layers
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign, roi_align
 from torchvision.ops.poolers import _setup_scales
 
@@ -68,6 +69,10 @@ def _gather_rows(values: Tensor, index: Tensor) -> Tensor:
 class DetectionGraph(nn.Module):
     """Shared input transform (normalise, resize, pad) and output padding of the detection graphs."""
 
+    mean: Tensor
+    std: Tensor
+    box_scale: Tensor
+
     def __init__(self, model: nn.Module, image_size: tuple[int, int]) -> None:
         super().__init__()
         height, width = image_size
@@ -78,12 +83,14 @@ class DetectionGraph(nn.Module):
             # the graph's input is already the letterboxed canvas: normalise (and reorder channels) only
             self.resized = self.padded = self.in_size
             mean, std, self.flip_channels = list(transform.mean), list(transform.std), transform.bgr
-        else:
+        elif isinstance(transform, GeneralizedRCNNTransform):
             with torch.no_grad():
                 batch, _ = transform([torch.zeros(3, height, width)])
             self.resized = (int(batch.image_sizes[0][0]), int(batch.image_sizes[0][1]))
             self.padded = (int(batch.tensors.shape[-2]), int(batch.tensors.shape[-1]))
             mean, std = transform.image_mean, transform.image_std
+        else:
+            raise ExportUnsupportedError(f"input transform {type(transform).__name__} is not supported by the export")
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         # The box rescale of GeneralizedRCNNTransform.postprocess, as float32 ratios (input / resized).
@@ -148,6 +155,8 @@ class RetinaNetGraph(DetectionGraph):
     """torchvision ``RetinaNet`` inference: per-level top-k candidates, class-wise NMS, top ``D``; the zoo's
     MMDetection-compatible RetinaNet also drops boxes of zero width or height before NMS."""
 
+    anchors: Tensor
+
     def __init__(self, model: RetinaNet, image_size: tuple[int, int]) -> None:
         from zoo.models.retinanet import MMDetRetinaNet
 
@@ -205,6 +214,9 @@ class YoloxGraph(DetectionGraph):
     """:class:`zoo.models.yolox.YOLOX` inference on the letterboxed canvas: decoding, score = objectness x best
     class, class-aware NMS, top ``D`` (boxes clipped to the canvas after NMS, as the eager model clips)."""
 
+    grid: Tensor
+    strides: Tensor
+
     def __init__(self, model: YOLOX, image_size: tuple[int, int]) -> None:
         super().__init__(model, image_size)
         if image_size[0] % 32 or image_size[1] % 32:
@@ -242,6 +254,8 @@ class BatchedRoIAlign(nn.Module):
         super().__init__()
         from zoo.models.faster_rcnn import MMDetRoIAlign
 
+        if not isinstance(pooler, MultiScaleRoIAlign):  # MMDetRoIAlign subclasses it
+            raise ExportUnsupportedError(f"RoI pooler {type(pooler).__name__} is not supported by the export")
         self.names = list(pooler.featmap_names)
         self.output_size = (int(pooler.output_size[0]), int(pooler.output_size[1]))
         self.sampling_ratio = int(pooler.sampling_ratio)
@@ -252,7 +266,7 @@ class BatchedRoIAlign(nn.Module):
             self.mmdet_rule = True
             self.s0, self.lvl0, self.eps = float(pooler.finest_scale), 0.0, 1e-6
             self.k_min, self.k_max = 0, len(self.names) - 1
-        elif isinstance(pooler, MultiScaleRoIAlign):
+        else:
             # torchvision computes a MultiScaleRoIAlign's level scales and mapper in its private ``_setup_scales``
             # on the first forward, with no public function for it; the graph needs them for its fixed input size
             # before any forward. tests/test_torchvision_internals.py checks that it matches the pooler's own.
@@ -263,8 +277,6 @@ class BatchedRoIAlign(nn.Module):
             self.mmdet_rule = False
             self.s0, self.lvl0, self.eps = float(mapper.s0), float(mapper.lvl0), float(mapper.eps)
             self.k_min, self.k_max = int(mapper.k_min), int(mapper.k_max)
-        else:
-            raise ExportUnsupportedError(f"RoI pooler {type(pooler).__name__} is not supported by the export")
 
     def forward(self, features: dict[str, Tensor], boxes: Tensor) -> Tensor:
         # image index of every box, built without the batch size as a Python number (dynamic batch in ONNX)
@@ -300,6 +312,9 @@ def _inference_top_n(rpn: RegionProposalNetwork) -> tuple[int, int]:
 class FasterRCNNGraph(DetectionGraph):
     """torchvision ``FasterRCNN`` inference: RPN (per-level top-k, per-level NMS, top post-NMS), RoIAlign on a
     fixed number of proposals per image (padding masked), class-wise NMS, top ``D``."""
+
+    anchors: Tensor
+    level_onehot: Tensor
 
     def __init__(self, model: FasterRCNN, image_size: tuple[int, int]) -> None:
         super().__init__(model, image_size)
@@ -387,6 +402,9 @@ class FixedAdaptiveAvgPool2d(nn.Module):
     """``AdaptiveAvgPool2d`` for one known input size, as two averaging matrices: exact for bins that do not divide
     the input (PSPNet's 3 and 6 bins), which ONNX's exporter refuses."""
 
+    rows: Tensor
+    cols: Tensor
+
     def __init__(self, in_size: tuple[int, int], out_size: tuple[int, int]) -> None:
         super().__init__()
         self.register_buffer("rows", self._weights(in_size[0], out_size[0]), persistent=False)
@@ -416,12 +434,20 @@ def _fix_adaptive_pools(model: nn.Module, image_size: tuple[int, int]) -> nn.Mod
     for h in hooks:
         h.remove()
     for name, in_size in seen.items():
-        out = pools[name].output_size
-        out_size = (out, out) if isinstance(out, int) else tuple(o or s for o, s in zip(out, in_size))
+        out_size = _adaptive_out_size(pools[name].output_size, in_size)
         if in_size[0] % out_size[0] or in_size[1] % out_size[1]:
             parent_name, _, attr = name.rpartition(".")
             setattr(model.get_submodule(parent_name), attr, FixedAdaptiveAvgPool2d(in_size, out_size))
     return model
+
+
+def _adaptive_out_size(out: int | None | tuple[int | None, int | None], in_size: tuple[int, int]
+                       ) -> tuple[int, int]:
+    """An adaptive pool's ``output_size`` for input ``in_size``: ``None`` keeps the input's side."""
+    if isinstance(out, int):
+        return out, out
+    sides = (None, None) if out is None else out
+    return sides[0] or in_size[0], sides[1] or in_size[1]
 
 
 class SegmentationGraph(nn.Module):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -19,12 +19,20 @@ from torch import nn
 OPSET = 17
 
 
+@runtime_checkable
+class OnnxNmsSwitch(Protocol):
+    """A graph whose NMS can export as ONNX ``NonMaxSuppression``
+    (:meth:`export.graphs.DetectionGraph.use_onnx_nms`)."""
+
+    def use_onnx_nms(self) -> object: ...
+
+
 def write_onnx(graph: nn.Module, path: Path, image_size: tuple[int, int], outputs: tuple[str, ...],
                opset: int = OPSET) -> None:
     """Export ``graph`` (from :func:`export.graphs.graph_for`) to ``path``; validated with the ONNX checker."""
     import onnx
 
-    if hasattr(graph, "use_onnx_nms"):
+    if isinstance(graph, OnnxNmsSwitch):
         graph.use_onnx_nms()
     example = torch.rand(1, 3, *image_size)
     axes = {name: {0: "batch"} for name in ("images", *outputs)}

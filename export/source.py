@@ -41,7 +41,8 @@ def load_source(model_or_name: str | Path | nn.Module, *, pretrained: bool = Tru
     if isinstance(model_or_name, nn.Module):
         model = model_or_name
         spec = getattr(model, "spec", None)
-        if spec is None or not hasattr(model, "categories"):
+        categories = getattr(model, "categories", None)
+        if not isinstance(spec, zoo.ModelSpec) or categories is None:
             raise ValueError("an in-memory model must come from zoo.load (it needs .spec and .categories)")
         checkpoint, sha256, weights = spec.source, spec.sha256, "in-memory"
     else:
@@ -52,7 +53,7 @@ def load_source(model_or_name: str | Path | nn.Module, *, pretrained: bool = Tru
         if not is_path:
             zoo.get_spec(text)  # unknown names fail here with the registry's suggestions
         model = zoo.load(text, pretrained=pretrained or is_path, progress=False)
-        spec = model.spec
+        spec, categories = zoo.model_spec(model), zoo.model_categories(model)
         if is_path:
             checkpoint, sha256, weights = str(Path(text).resolve()), sha256_file(Path(text)), "pretrained"
         elif pretrained:
@@ -68,7 +69,7 @@ def load_source(model_or_name: str | Path | nn.Module, *, pretrained: bool = Tru
         _set_score_threshold(model, pre.score_threshold)
     return ExportSource(
         model=model, name=spec.name, task=spec.task, arch=spec.arch, categories_key=spec.categories,
-        categories=tuple(model.categories), version=str(spec.version), preprocessing=pre,
+        categories=tuple(categories), version=str(spec.version), preprocessing=pre,
         label_offset=spec.label_offset,
         checkpoint=checkpoint, sha256=sha256, weights=weights,
     )
