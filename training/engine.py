@@ -21,7 +21,7 @@ import json
 import logging
 import signal
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence, Sized
 from contextlib import nullcontext
 from pathlib import Path
 from typing import cast
@@ -241,6 +241,9 @@ class Trainer:
         if self.batches is not None:
             batch_sampler: Batches = self.batches(self.iteration)
         else:
+            if not isinstance(self.dataset, Sized):
+                raise TypeError(f"the training dataset {type(self.dataset).__name__} has no len(): give the trainer "
+                                "a map-style dataset with __len__, or its own batches")
             ratios = self.dataset.aspect_ratios() if hasattr(self.dataset, "aspect_ratios") else None
             batch_sampler = GroupedBatchSampler(ratios, len(self.dataset), self.recipe.ims_per_gpu,
                                                 world_size=self.ctx.world_size, rank=self.ctx.rank,

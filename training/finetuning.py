@@ -280,7 +280,8 @@ def evaluate_dataset(model, dataset, *, device="cpu") -> dict[str, float]:
     from .evaluation.coco import evaluate_coco, results_from_outputs
 
     model.eval()
-    images_meta, annotations, outputs, ids = [], [], [], []
+    images_meta, outputs, ids = [], [], []
+    annotations: list[dict[str, Any]] = []
     for i in range(len(dataset)):
         image, target = dataset[i]
         height, width = image.shape[-2:]

@@ -9,11 +9,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zoo.atomic import atomic_write
+
+if TYPE_CHECKING:
+    from zoo.registry import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +47,8 @@ def category_key(names: tuple[str, ...], fallback: str) -> tuple[str, bool]:
 
 
 def build_spec(run: Mapping[str, Any], name: str, key: str, *, source: str | None, sha256: str | None,
-               file_size: int | None, metrics: list[dict] = (), license: str = "Apache-2.0", description: str = ""):
+               file_size: int | None, metrics: Sequence[Mapping[str, Any]] = (), license: str = "Apache-2.0",
+               description: str = "") -> ModelSpec:
     """A ``zoo.registry.ModelSpec`` for the run's model; ``key``: its category key."""
     from zoo.preprocess import Preprocessing
     from zoo.registry import Metric, ModelSpec
@@ -61,12 +65,12 @@ def build_spec(run: Mapping[str, Any], name: str, key: str, *, source: str | Non
         description=description or f"{run['arch']} trained with objects365-zoo's `{recipe['name']}` recipe.")
 
 
-def spec_json(spec) -> str:
+def spec_json(spec: ModelSpec) -> str:
     data = dataclasses.asdict(spec)
     return json.dumps(data, indent=2)
 
 
-def spec_snippet(spec, names: tuple[str, ...], register_names: bool) -> str:
+def spec_snippet(spec: ModelSpec, names: tuple[str, ...], register_names: bool) -> str:
     """Python source that registers ``spec`` (and its category list when it is new)."""
     lines = ["from zoo.preprocess import Preprocessing", "from zoo.registry import Metric, ModelSpec, register", ""]
     if register_names:
@@ -120,11 +124,11 @@ def export_run(run_dir: str | Path, name: str, out_dir: str | Path | None = None
     source = upload and hub.upload(weights, upload)
     spec = build_spec(run, name, key, source=source or str(weights.resolve()), sha256=hub.sha256_file(weights),
                       file_size=weights.stat().st_size, metrics=metrics, license=license, description=description)
-    paths: dict[str, Path | str] = {"weights": weights, "spec_json": out / f"{name}.spec.json",
-                                    "spec_py": out / f"{name}.spec.py", "card": out / f"{name}.md"}
-    write_text(paths["spec_json"], spec_json(spec))
-    write_text(paths["spec_py"], spec_snippet(spec, tuple(run["categories"]), new_key))
-    write_text(paths["card"], render_card(spec))
+    json_path, py_path, card_path = out / f"{name}.spec.json", out / f"{name}.spec.py", out / f"{name}.md"
+    paths: dict[str, Path | str] = {"weights": weights, "spec_json": json_path, "spec_py": py_path, "card": card_path}
+    write_text(json_path, spec_json(spec))
+    write_text(py_path, spec_snippet(spec, tuple(run["categories"]), new_key))
+    write_text(card_path, render_card(spec))
     if source:
         paths["source"] = source
     return paths

@@ -122,7 +122,8 @@ def predict_native(model: YOLOX, image: Tensor) -> dict[str, Tensor]:
 def evaluate(model: YOLOX, tile: Tile) -> dict[str, float]:
     """COCO AP and AP50 on ``tile`` by the tree model card's protocol (see the module docstring)."""
     pred = predict_native(model, tile.image.float().div(255))
-    return heldout_ap(pred, tile.boxes, tuple(tile.image.shape[1:])) | {"detections": int(len(pred["boxes"]))}
+    height, width = tile.image.shape[1:]
+    return heldout_ap(pred, tile.boxes, (height, width)) | {"detections": int(len(pred["boxes"]))}
 
 
 @torch.no_grad()
@@ -218,8 +219,11 @@ def run(train_tiles: Sequence[Tile], heldout: Tile, schedule: Schedule = Schedul
     import zoo
 
     coco = zoo.load(INIT, progress=False)
+    if not isinstance(coco, YOLOX):
+        raise TypeError(f"{INIT} loads as {type(coco).__name__}, not the YOLOX this experiment fine-tunes")
+    names = zoo.model_categories(coco)
     state = coco.state_dict()
-    source, ranking = pick_source_class(coco, train_tiles, coco.categories)
+    source, ranking = pick_source_class(coco, train_tiles, names)
     args = [(way, state, source, list(train_tiles), heldout, schedule) for way in ways]
     if jobs > 1:
         import multiprocessing
@@ -236,7 +240,7 @@ def run(train_tiles: Sequence[Tile], heldout: Tile, schedule: Schedule = Schedul
         models[way] = build(way, state, source, seed=schedule.seed)
         models[way].load_state_dict(weights)
         models[way].eval()
-    result = {"init": INIT, "schedule": asdict(schedule), "source_class": coco.categories[source],
+    result = {"init": INIT, "schedule": asdict(schedule), "source_class": names[source],
               "class_probability_at_train_crowns": {k: round(v, 4) for k, v in list(ranking.items())[:5]},
               "train_tiles": {t.name: len(t.boxes) for t in train_tiles},
               "heldout": {heldout.name: len(heldout.boxes)}, "rows": rows}

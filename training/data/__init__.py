@@ -22,9 +22,11 @@ log = logging.getLogger(__name__)
 
 class VocDetection(Dataset):
     """Pascal VOC detection: ``ImageSets/Main/<split>.txt``, ``Annotations/*.xml``, ``JPEGImages/*.jpg``.
-    "difficult" boxes are left out of training targets, as in the VOC protocol."""
+    "difficult" boxes are left out of training targets, as in the VOC protocol. ``categories``: a category key or
+    list the labels follow, None for the dataset's own names (sorted)."""
 
-    def __init__(self, root: str | Path, split: str = "trainval", *, categories: str | Sequence[str] = "voc",
+    def __init__(self, root: str | Path, split: str = "trainval", *,
+                 categories: str | Sequence[str] | None = "voc",
                  on_unknown: str = "error", transforms: Callable | None = None) -> None:
         from .voc import read_voc_xml
 

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from zoo import model_categories
+
 if TYPE_CHECKING:
     import torch
     from torch import nn
@@ -40,15 +42,16 @@ def evaluate_on(model: nn.Module, metric: str, ann: str | Path, images: str | Pa
     """``metric`` of ``model`` (a :func:`zoo.load` model) on the dataset at ``ann`` (and ``images``)."""
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {', '.join(METRICS)}, not {metric!r}")
-    if metric in ("coco", "citypersons") and images is None:
-        raise ValueError(f"the {metric} metric needs an image folder")
+    if metric in ("coco", "citypersons"):
+        if images is None:
+            raise ValueError(f"the {metric} metric needs an image folder")
+        model.eval().to(device)
+        if metric == "coco":
+            return _coco(model, ann, images, device, batch_size)
+        return _citypersons(model, Path(ann), Path(images), split or "val", device, batch_size)
     model.eval().to(device)
-    if metric == "coco":
-        return _coco(model, ann, images, device, batch_size)
     if metric in ("voc", "voc07"):
         return _voc(model, Path(ann), split or "test", metric == "voc07", device, batch_size)
-    if metric == "citypersons":
-        return _citypersons(model, Path(ann), Path(images), split or "val", device, batch_size)
     return _miou(model, Path(ann), split, device)
 
 
@@ -85,7 +88,8 @@ def _coco(model: nn.Module, ann: str | Path, images: str | Path, device: str, ba
     from ..engine import predict_coco
     from .coco import evaluate_coco
 
-    dataset = CocoDetection(ann, images, categories=list(model.categories), on_unknown="skip", skip_empty=False)
+    dataset = CocoDetection(ann, images, categories=list(model_categories(model)), on_unknown="skip",
+                            skip_empty=False)
     detections = predict_coco(model, dataset, device, batch_size)
     # CocoDetection._label_of (private to the data module; checked by tests/test_training_data.py): the label of
     # each annotation-file category, 0 or -1 where the model has none.
@@ -99,7 +103,8 @@ def _voc(model: nn.Module, root: Path, split: str, use_07_metric: bool, device: 
     from ..data import VocDetection
     from .voc import evaluate_voc
 
-    dataset = VocDetection(root, split, categories=list(model.categories), on_unknown="skip")
+    names = model_categories(model)
+    dataset = VocDetection(root, split, categories=list(names), on_unknown="skip")
     gt = []
     for item in dataset.items:
         # VocDetection._label (private to the data module): class name -> model label, 0 or -1 for classes the
@@ -111,7 +116,7 @@ def _voc(model: nn.Module, root: Path, split: str, use_07_metric: bool, device: 
     detections = [dict(out, boxes=out["boxes"] + np.array([1.0, 1.0, 0.0, 0.0]))
                   for out in _detect(model, (dataset[i][0] for i in range(len(dataset))), device, batch_size)]
     result = evaluate_voc(gt, detections, use_07_metric=use_07_metric)
-    return {"mAP": result.map, **{f"AP/{model.categories[label - 1]}": ap for label, ap in result.ap.items()}}
+    return {"mAP": result.map, **{f"AP/{names[label - 1]}": ap for label, ap in result.ap.items()}}
 
 
 def _citypersons(model: nn.Module, ann_root: Path, image_root: Path, split: str, device: str,
@@ -124,7 +129,7 @@ def _citypersons(model: nn.Module, ann_root: Path, image_root: Path, split: str,
         raise FileNotFoundError(f"no *_gtBboxCityPersons.json under {ann_root / split}")
     paths = [image_root / split / f.parent.name / f"{f.name[:-len('_gtBboxCityPersons.json')]}_leftImg8bit.png"
              for f in files]
-    person = int(resolve_labels(["person"], list(model.categories), "error", "citypersons")[1][0])
+    person = int(resolve_labels(["person"], list(model_categories(model)), "error", "citypersons")[1][0])
     detections = [{"boxes": out["boxes"][out["labels"] == person], "scores": out["scores"][out["labels"] == person]}
                   for out in _detect(model, map(read_image, paths), device, batch_size)]
     results = evaluate_citypersons([read_ground_truth(f) for f in files], detections)
@@ -139,7 +144,7 @@ def _miou(model: nn.Module, root: Path, split: str | None, device: str) -> dict[
 
     voc = (root / "ImageSets" / "Segmentation").is_dir()
     dataset = voc_segmentation(root, split or "val") if voc else ade20k(root, split or "validation")
-    names = tuple(model.categories)
+    names = model_categories(model)
     if len(names) == dataset.num_classes - 1:
         names = ("background", *names)
     if len(names) != dataset.num_classes:
