@@ -11,18 +11,18 @@ import logging
 import os
 from collections import defaultdict
 from pathlib import Path
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from ..transforms import Target
 from .index import AnnotationIndex
 
 log = logging.getLogger(__name__)
 
-Target = dict[str, torch.Tensor]
 Transform = Callable[[torch.Tensor, Target, torch.Generator], tuple[torch.Tensor, Target]]
 
 

@@ -11,17 +11,20 @@ Segmentation models return ``{"out": logits [B, K, H, W]}`` at input resolution,
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from torch import nn
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {}
 
 
-def register_builder(arch: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator: make ``fn`` the builder of ``arch``."""
+_Builder = TypeVar("_Builder", bound=Callable[..., nn.Module])
 
-    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+
+def register_builder(arch: str) -> Callable[[_Builder], _Builder]:
+    """Decorator: make ``fn`` the builder of ``arch`` (its own type is kept)."""
+
+    def wrap(fn: _Builder) -> _Builder:
         if arch in _BUILDERS:
             raise ValueError(f"architecture {arch!r} registered twice")
         _BUILDERS[arch] = fn
