@@ -3,6 +3,7 @@ published atomically."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal, overload
 
 from PIL import Image
 from torch import nn
@@ -47,6 +48,17 @@ def tolerance_for(precision: str) -> Tolerance:
     return BF16_TOLERANCE if precision == BF16 else Tolerance()
 
 
+# The artefact path is None only when raise_on_failure=False and the parity check failed.
+@overload
+def export_model(model_or_name: str | Path | nn.Module | ExportSource, out_dir: str | Path, *, fmt: str = ...,
+                 image_size: tuple[int, int] | None = ..., pretrained: bool = ..., score_threshold: float | None = ...,
+                 parity: bool = ..., photos: dict[str, Image.Image] | None = ..., tolerance: Tolerance = ...,
+                 overwrite: bool = ..., raise_on_failure: Literal[True] = ...) -> tuple[Path, ParityReport | None]: ...
+@overload
+def export_model(model_or_name: str | Path | nn.Module | ExportSource, out_dir: str | Path, *, fmt: str = ...,
+                 image_size: tuple[int, int] | None = ..., pretrained: bool = ..., score_threshold: float | None = ...,
+                 parity: bool = ..., photos: dict[str, Image.Image] | None = ..., tolerance: Tolerance = ...,
+                 overwrite: bool = ..., raise_on_failure: bool) -> tuple[Path | None, ParityReport | None]: ...
 def export_model(model_or_name: str | Path | nn.Module | ExportSource, out_dir: str | Path, *, fmt: str = "onnx",
                  image_size: tuple[int, int] | None = None, pretrained: bool = True,
                  score_threshold: float | None = None, parity: bool = True,

@@ -163,10 +163,12 @@ def parity_main(argv: list[str] | None = None) -> int:
                                  score_threshold=args.score_threshold)
             size = parse_size(args.size) or default_image_size(source.preprocessing)
             with tempfile.TemporaryDirectory() as tmp:
-                path, report = export_model(source, Path(tmp) / "export", fmt=args.format, image_size=size,
-                                            photos=photos, raise_on_failure=False)
-                if path is not None and args.runtime != "onnxruntime":
-                    runner = runner_for("onnx", path, output_names(source.task), args.runtime, args.precision)
+                # the export's own check (onnxruntime, fp32) first, then the asked runtime's if that one passed
+                path, _ = export_model(source, Path(tmp) / "export", fmt=args.format, image_size=size, parity=False)
+                outputs = output_names(source.task)
+                report = check_parity(source, runner_for(args.format, path, outputs), size, photos)
+                if report.passed and args.runtime != "onnxruntime":
+                    runner = runner_for("onnx", path, outputs, args.runtime, args.precision)
                     report = check_parity(source, runner, size, photos, tolerance_for(args.precision))
         print(report.table())
         return 0 if report.passed else 1

@@ -12,7 +12,9 @@ from __future__ import annotations
 import os
 import statistics
 import time
+from collections.abc import Hashable, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -23,13 +25,14 @@ from .quantize import QuantizationError, accuracy_report, calibration_photos, la
 from .runtime import OnnxRunner, OpenVinoRunner, Runner, bf16_supported
 
 CHOICE_FILE = "choice.json"
+Key = TypeVar("Key", bound=Hashable)
 
 
-def time_runners(runners: dict[str, Runner], images: np.ndarray, rounds: int = 3,
-                 repeats: int = 5) -> dict[str, float]:
+def time_runners(runners: Mapping[Key, Runner], images: np.ndarray, rounds: int = 3,
+                 repeats: int = 5) -> dict[Key, float]:
     """Images per second of each runner on ``images``, side by side: in each of ``rounds`` rounds every runner makes
     one warm-up call and ``repeats`` timed calls; the median call over all rounds."""
-    times: dict[str, list[float]] = {name: [] for name in runners}
+    times: dict[Key, list[float]] = {name: [] for name in runners}
     for _ in range(rounds):
         for name, run in runners.items():
             run(images)

@@ -33,7 +33,7 @@ from .artifact import ExportError
 from .source import ExportSource
 
 Runner = Callable[[np.ndarray], dict[str, np.ndarray]]
-SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
+SKIMAGE_PHOTOS: tuple[str, ...] = ("astronaut", "coffee", "chelsea", "rocket")
 
 
 @dataclass(frozen=True)

@@ -450,7 +450,7 @@ def labelled_set(meta: dict, eval_ann: str | Path | None, eval_images: str | Pat
     tile, else none."""
     if (eval_ann is None) != (eval_images is None):
         raise QuantizationError("--eval-ann and --eval-images go together")
-    if eval_ann is not None:
+    if eval_ann is not None and eval_images is not None:
         return coco_labelled(Path(eval_ann), Path(eval_images), tuple(meta["categories"]),
                              int(meta.get("label_offset", 1)))
     return heldout_windows(tuple(meta["input"]["shape"][2:])) if meta["model"] == TREE_MODEL else None
