@@ -101,9 +101,9 @@ def _check_input(path: Path, declared: Any) -> None:
     """The ``input`` that the metadata file ``path`` declares must be one an export can have, so that nothing
     allocates an absurd batch from it."""
     shape = declared.get("shape") if isinstance(declared, dict) else None
-    try:
+    if isinstance(shape, (list, tuple)) and len(shape) == 4:
         _, channels, height, width = shape
-    except (TypeError, ValueError):
+    else:
         channels = height = width = None
     if not (channels == 3 and all(type(side) is int and side >= MIN_INPUT_SIDE for side in (height, width))
             and height * width <= MAX_INPUT_PIXELS):

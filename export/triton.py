@@ -19,6 +19,7 @@ from __future__ import annotations
 import shutil
 import sys
 from pathlib import Path
+from typing import TypedDict
 
 import torch
 from PIL import Image
@@ -37,6 +38,14 @@ TEMPLATES = Path(__file__).resolve().parent / "triton_models"
 LETTERBOX = Path(__file__).resolve().parents[1] / "zoo" / "letterbox.py"
 DEVICES = {"cpu": "KIND_CPU", "gpu": "KIND_GPU"}
 TYPES = {"float32": "TYPE_FP32", "int64": "TYPE_INT64", "int32": "TYPE_INT32", "bytes": "TYPE_STRING"}
+
+
+class Scheduling(TypedDict):
+    """The batching and instance settings that every model of a repository shares."""
+
+    max_batch_size: int
+    instances: int
+    queue_delay_us: int
 
 
 def _tensor(name: str, dtype: str, dims: list[int], *, scalar: bool = False) -> str:
@@ -175,7 +184,7 @@ def build_repository(model_or_name: str | Path | nn.Module, repo_dir: str | Path
         raise ValueError(f"max_batch_size must be in 1..1024, got {max_batch_size}")
     source: ExportSource = load_source(model_or_name, pretrained=pretrained, score_threshold=score_threshold)
     base = triton_name(source.name)
-    common = dict(max_batch_size=max_batch_size, instances=instances, queue_delay_us=queue_delay_us)
+    common = Scheduling(max_batch_size=max_batch_size, instances=instances, queue_delay_us=queue_delay_us)
     with staged_dir(repo_dir, overwrite=overwrite) as repo:
         onnx_dir = repo / f"{base}_onnx" / "1"
         export_model(source, onnx_dir, fmt="onnx", image_size=image_size, parity=parity, photos=photos)

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 import onnxruntime as ort
-import triton_python_backend_utils as pb_utils
+import triton_python_backend_utils as pb_utils  # type: ignore[import-not-found]  # only inside Triton's Python backend
 
 
 class TritonPythonModel:

@@ -6,12 +6,16 @@ PNG bytes (``encode_label_map``), since photos of any size share one batched gra
 import json
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import numpy as np
-import triton_python_backend_utils as pb_utils
+import triton_python_backend_utils as pb_utils  # type: ignore[import-not-found]  # only inside Triton's Python backend
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from letterbox import boxes_to_photo, encode_label_map, labels_to_photo  # noqa: E402
+if TYPE_CHECKING:  # the copy beside this file is zoo.letterbox
+    from zoo.letterbox import boxes_to_photo, encode_label_map, labels_to_photo
+else:
+    from letterbox import boxes_to_photo, encode_label_map, labels_to_photo
 
 PASS_THROUGH = ("scores", "labels")
 
