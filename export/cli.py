@@ -106,7 +106,6 @@ def export_main(argv: list[str] | None = None) -> int:
             print(f"fastest: {choice['choice']['runtime']} {choice['choice']['precision']}; zoo serve "
                   f"{choice['choice']['serve']}\nwrote {Path(args.out) / CHOICE_FILE}")
             return 0
-        path: Path | None
         if args.precision == INT8:
             from .quantize import export_int8, summary
 
