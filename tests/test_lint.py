@@ -1,5 +1,6 @@
-"""Lint and types as part of the test command: ruff over the repository and mypy over zoo (strict flags, see
-pyproject.toml), both run from the test virtualenv so that CI and a developer see the same findings."""
+"""Lint and types as part of the test command: ruff over the repository and mypy over zoo, training, export and
+serving (zoo with strict flags, see pyproject.toml), both run from the test virtualenv so that CI and a developer see
+the same findings."""
 from __future__ import annotations
 
 import subprocess
@@ -27,6 +28,6 @@ def test_ruff() -> None:
     assert result.returncode == 0, f"ruff check . found:\n{result.stdout}{result.stderr}"
 
 
-def test_mypy_zoo() -> None:
-    result = _run("mypy", "zoo")
-    assert result.returncode == 0, f"mypy zoo found:\n{result.stdout}{result.stderr}"
+def test_mypy() -> None:
+    result = _run("mypy", "zoo", "training", "export", "serving")
+    assert result.returncode == 0, f"mypy zoo training export serving found:\n{result.stdout}{result.stderr}"
