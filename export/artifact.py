@@ -84,6 +84,17 @@ def read_metadata(artifact_dir: str | Path) -> dict[str, Any]:
     return meta
 
 
+def input_size(meta: dict[str, Any]) -> tuple[int, int]:
+    """The fixed ``(H, W)`` input of an export, from its metadata."""
+    height, width = meta["input"]["shape"][2:]
+    return int(height), int(width)
+
+
+def pad_value(meta: dict[str, Any]) -> float:
+    """The letterbox fill of an export (exports made before it was recorded padded with 0)."""
+    return float(meta["preprocessing"].get("pad_value", 0.0))
+
+
 def _check_artifact(path: Path, name: Any) -> None:
     """``name`` (from the metadata file ``path``) must be a file inside the export folder."""
     if not isinstance(name, str) or not name:

@@ -29,7 +29,7 @@ from zoo.cli_common import Parser, add_download_flags, use_download_flags
 from zoo.vocabulary import SEGMENTATION
 
 from .api import export_model
-from .artifact import METADATA_FILE, ExportError, read_metadata, staged_dir
+from .artifact import METADATA_FILE, ExportError, pad_value, read_metadata, staged_dir
 from .cli import parse_size, run_cli
 from .contract import DETECTION_OUTPUTS, triton_name
 from .source import ExportSource, load_source
@@ -105,7 +105,7 @@ def preprocess_config(name: str, meta: dict, *, max_batch_size: int, instances: 
             + _io("output", [_tensor("images", "float32", [3, height, width]), _tensor("scale", "float32", [1]),
                              _tensor("photo_size", "int32", [2])])
             + _instances("KIND_CPU", instances)
-            + _params(pad_value=repr(float(meta["preprocessing"].get("pad_value", 0.0)))))
+            + _params(pad_value=repr(pad_value(meta))))
 
 
 def _ensemble_outputs(meta: dict) -> tuple[tuple[str, ...], list[str]]:

@@ -23,16 +23,6 @@ def served_outputs(task: str) -> list[str]:
     return ["labels"] if task == SEGMENTATION else list(DETECTION_OUTPUTS)
 
 
-def input_size(meta: dict) -> tuple[int, int]:
-    height, width = meta["input"]["shape"][2:]
-    return int(height), int(width)
-
-
-def pad_value(meta: dict) -> float:
-    """The letterbox fill of an export (exports made before it was recorded padded with 0)."""
-    return float(meta["preprocessing"].get("pad_value", 0.0))
-
-
 def run_letterboxed(runner: Runner, images: list[np.ndarray], size: tuple[int, int], task: str,
                     pad: float = 0.0) -> list[Result]:
     """Letterbox ``images`` into one batch (filling with ``pad``), run it, and return results in each image's own

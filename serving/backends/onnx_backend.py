@@ -11,7 +11,7 @@ import numpy as np
 from zoo.vocabulary import F32, ModelInfo
 
 from .base import Backend, Result
-from .exported import Runner, check_onnx_file, export_dir_of, input_size, pad_value, run_letterboxed, served_outputs
+from .exported import Runner, check_onnx_file, export_dir_of, run_letterboxed, served_outputs
 
 if TYPE_CHECKING:
     from ..config import ServingConfig
@@ -37,7 +37,7 @@ class OnnxBackend(Backend):
 
     def __init__(self, export_dir: str | Path, *, device: str = "cpu", threads: int | None = None,
                  max_batch_size: int = 8, runtime: str = "onnxruntime", precision: str = F32) -> None:
-        from export.artifact import METADATA_FILE, ExportError, read_metadata
+        from export.artifact import METADATA_FILE, ExportError, input_size, pad_value, read_metadata
         from export.runtime import runner_for
 
         export_dir = export_dir_of(Path(export_dir))
