@@ -13,14 +13,14 @@ from pathlib import Path
 
 from zoo import cli_common
 from zoo.cli_common import Parser, add_download_flags, use_download_flags
-from zoo.vocabulary import EXPORT_PRECISIONS, F32, FP32, INT8
+from zoo.vocabulary import EXPORT_PRECISIONS, F32, FP32, INT8, RUNTIME_PRECISIONS
 
 from .api import ParityError, default_image_size, export_model, parity_of_export_dir, tolerance_for
 from .artifact import ExportError
 from .contract import output_names
 from .parity import check_parity, load_photos
 from .quantize import METHODS
-from .runtime import OPENVINO_PRECISIONS, runner_for
+from .runtime import runner_for
 from .source import load_source
 
 
@@ -142,7 +142,7 @@ def parity_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--photos", nargs="+", help="photo files (default: scikit-image's sample photos)")
     parser.add_argument("--runtime", choices=("onnxruntime", "openvino"), default="onnxruntime",
                         help="what runs an ONNX export (openvino: pip install openvino)")
-    parser.add_argument("--precision", choices=OPENVINO_PRECISIONS, default=F32,
+    parser.add_argument("--precision", choices=RUNTIME_PRECISIONS, default=F32,
                         help="openvino's inference precision; bf16 is held to the looser BF16_TOLERANCE")
     add_download_flags(parser)
     args = parser.parse_args(argv)
@@ -163,11 +163,12 @@ def parity_main(argv: list[str] | None = None) -> int:
             size = parse_size(args.size) or default_image_size(source.preprocessing)
             with tempfile.TemporaryDirectory() as tmp:
                 # the export's own check (onnxruntime, fp32) first, then the asked runtime's if that one passed
-                path, _ = export_model(source, Path(tmp) / "export", fmt=args.format, image_size=size, parity=False)
-                outputs = output_names(source.task)
-                report = check_parity(source, runner_for(args.format, path, outputs), size, photos)
-                if report.passed and args.runtime != "onnxruntime":
-                    runner = runner_for("onnx", path, outputs, args.runtime, args.precision)
+                path, own = export_model(source, Path(tmp) / "export", fmt=args.format, image_size=size,
+                                         photos=photos, raise_on_failure=False)
+                assert own is not None  # parity=True (export_model's default) always reports
+                report = own
+                if path is not None and args.runtime != "onnxruntime":
+                    runner = runner_for("onnx", path, output_names(source.task), args.runtime, args.precision)
                     report = check_parity(source, runner, size, photos, tolerance_for(args.precision))
         print(report.table())
         return 0 if report.passed else 1

@@ -20,8 +20,16 @@ import numpy as np
 
 from zoo.letterbox import letterbox
 
-from .artifact import ExportError, read_metadata, staged_dir, write_json
-from .quantize import QuantizationError, accuracy_report, calibration_photos, labelled_set, quantize_export, summary
+from .artifact import ExportError, input_size, pad_value, read_metadata, staged_dir, write_json
+from .quantize import (
+    QuantizationError,
+    accuracy_report,
+    calibration_photos,
+    fp32_reference,
+    labelled_set,
+    quantize_export,
+    summary,
+)
 from .runtime import OnnxRunner, OpenVinoRunner, Runner, bf16_supported
 
 CHOICE_FILE = "choice.json"
@@ -75,7 +83,7 @@ def choose_fastest(model: str | Path, out_dir: str | Path, *, image_size: tuple[
         fp32, _ = export_model(model, tmp / "fp32", fmt="onnx", image_size=image_size, pretrained=pretrained,
                                score_threshold=score_threshold, parity=parity)
         meta = read_metadata(fp32.parent)
-        size = tuple(meta["input"]["shape"][2:])
+        size = input_size(meta)
         photos = calibration_photos(calibration, meta["model"], size)
         labelled = labelled_set(meta, eval_ann, eval_images)
         try:
@@ -85,11 +93,11 @@ def choose_fastest(model: str | Path, out_dir: str | Path, *, image_size: tuple[
         except QuantizationError as exc:
             int8, int8_report = None, {"refused": str(exc)}
         runners = candidates(fp32, int8, threads)
-        reference = runners["onnxruntime", "fp32"]
+        reference = fp32_reference(runners["onnxruntime", "fp32"], meta, photos, labelled)
         accuracy = {("onnxruntime", "int8"): int8_report} | {
             key: accuracy_report(reference, run, meta, photos, labelled, name=key[1])
             for key, run in runners.items() if key not in {("onnxruntime", "fp32"), ("onnxruntime", "int8")}}
-        pad = float(meta["preprocessing"].get("pad_value", 0.0))
+        pad = pad_value(meta)
         images = np.stack([letterbox(p, size, pad)[0] for p in list(photos.values())[:batch]])
         if len(images) < batch:
             raise ExportError(f"--batch {batch} needs as many calibration photos; there are {len(images)}")

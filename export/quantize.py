@@ -22,7 +22,7 @@ import io
 import json
 import logging
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 from zoo.letterbox import boxes_to_photo, letterbox
 
-from .artifact import METADATA_FILE, ExportError, read_metadata, staged_dir, write_json
+from .artifact import METADATA_FILE, ExportError, input_size, pad_value, read_metadata, staged_dir, write_json
 from .parity import SKIMAGE_PHOTOS, ParityReport, Tolerance, compare_detections, sample_photos
 from .runtime import OnnxRunner, Runner
 
@@ -245,6 +245,15 @@ def agreement(reference: list[dict[str, np.ndarray]], int8: list[dict[str, np.nd
             "max_box_diff_px": max(img["max_box_diff_px"] for img in per_image), "images": per_image}
 
 
+def _consumers(nodes: Iterable[onnx.NodeProto]) -> dict[str, list[onnx.NodeProto]]:
+    """The nodes reading each tensor, by tensor name."""
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in nodes:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    return consumers
+
+
 def postprocessing_nodes(path: Path) -> list[str]:
     """Names of the nodes kept in float: the prediction layers and every node downstream of them, and every node
     downstream of a selection op but the weighted layers there that feed others (a two-stage detector's box head
@@ -252,10 +261,7 @@ def postprocessing_nodes(path: Path) -> list[str]:
     import onnx
 
     nodes = onnx.load(str(path), load_external_data=False).graph.node
-    consumers: dict[str, list] = {}
-    for node in nodes:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    consumers = _consumers(nodes)
 
     def downstream(node) -> dict[str, str]:
         seen: dict[str, str] = {}
@@ -335,13 +341,11 @@ def quantizers_next_to_weights(model: onnx.ModelProto) -> None:
     from onnx import helper
 
     nodes = list(model.graph.node)
-    consumers: dict[str, list] = {}
-    for node in nodes:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    consumers = _consumers(nodes)
+    producers = {name: node for node in nodes for name in node.output}
     graph_outputs, removed = {output.name for output in model.graph.output}, set()
     for dq in [node for node in nodes if node.op_type == "DequantizeLinear"]:
-        producer = next((n for n in nodes if dq.input[0] in n.output), None)
+        producer = producers.get(dq.input[0])
         if producer is None or producer.op_type != "QuantizeLinear" or len(producer.input) < 2:
             continue
         chain, tensor = [], dq.output[0]
@@ -351,9 +355,11 @@ def quantizers_next_to_weights(model: onnx.ModelProto) -> None:
                 break
             chain.append(node)
             tensor = node.output[0]
-        layer = consumers.get(tensor, [None])[0]
-        if (not chain or len(consumers.get(tensor, [])) != 1 or layer.op_type not in WEIGHTED_OPS
-                or layer.input[0] != tensor or len(consumers.get(dq.input[0], [])) != 1):
+        readers = consumers.get(tensor, [])
+        if not chain or len(readers) != 1 or len(consumers.get(dq.input[0], [])) != 1:
+            continue
+        layer = readers[0]
+        if layer.op_type not in WEIGHTED_OPS or layer.input[0] != tensor:
             continue
         chain[0].input[0] = producer.input[0]  # the chain now moves float values
         moved = f"{tensor}_quantized"
@@ -411,21 +417,35 @@ def quantize_nncf(fp32: Path, out: Path, photos: list[Image.Image], size: tuple[
                if labelled else {})}
 
 
-def accuracy_report(fp32: Runner, other: Runner, meta: dict, photos: dict[str, Image.Image],
+@dataclass(frozen=True)
+class Reference:
+    """The fp32 export's answers that every comparison is made against: its detections on the calibration photos
+    and, with a labelled set, its AP/AP50 there (computed once, whatever the number of candidates)."""
+
+    detections: list[dict[str, np.ndarray]]
+    ap: dict[str, float] | None
+
+
+def fp32_reference(fp32: Runner, meta: dict, photos: dict[str, Image.Image],
+                   labelled: list[LabelledImage] | None) -> Reference:
+    """Run the fp32 export once on ``photos`` (and ``labelled``) for :func:`accuracy_report`."""
+    size, pad = input_size(meta), pad_value(meta)
+    ap = coco_ap(labelled, detect(fp32, [item.image for item in labelled], size, pad)) if labelled else None
+    return Reference(detect(fp32, list(photos.values()), size, pad), ap)
+
+
+def accuracy_report(fp32: Reference, other: Runner, meta: dict, photos: dict[str, Image.Image],
                     labelled: list[LabelledImage] | None, name: str = "int8") -> dict:
-    """Agreement of ``other`` (reported as ``name``) with ``fp32`` on ``photos`` and, with ``labelled``, AP/AP50 of
-    both and the drop in AP points."""
-    size = tuple(meta["input"]["shape"][2:])
-    pad = float(meta["preprocessing"].get("pad_value", 0.0))
+    """Agreement of ``other`` (reported as ``name``) with the fp32 export's answers on ``photos`` and, with
+    ``labelled``, AP/AP50 of both and the drop in AP points."""
+    size, pad = input_size(meta), pad_value(meta)
     pre = meta["preprocessing"]
-    images = list(photos.values())
     report = {"compared": name,
-              "agreement": agreement(detect(fp32, images, size, pad), detect(other, images, size, pad),
+              "agreement": agreement(fp32.detections, detect(other, list(photos.values()), size, pad),
                                      list(photos), float(pre["score_threshold"]), int(pre["max_detections"]))}
-    if labelled:
+    if labelled and fp32.ap is not None:
         crops = [item.image for item in labelled]
-        ap = {"fp32": coco_ap(labelled, detect(fp32, crops, size, pad)),
-              name: coco_ap(labelled, detect(other, crops, size, pad))}
+        ap = {"fp32": fp32.ap, name: coco_ap(labelled, detect(other, crops, size, pad))}
         report["ap"] = {**ap, "images": len(labelled), "ap_drop_points": 100 * (ap["fp32"]["AP"] - ap[name]["AP"]),
                         "ap50_drop_points": 100 * (ap["fp32"]["AP50"] - ap[name]["AP50"])}
     return report
@@ -470,8 +490,7 @@ def quantize_export(fp32_dir: str | Path, out_dir: str | Path, *, calibration: s
         raise QuantizationError(f"{fp32_dir}: int8 quantization takes fp32 ONNX exports of detection models")
     if method not in METHODS:
         raise QuantizationError(f"int8 method must be one of {', '.join(METHODS)}, not {method!r}")
-    size = tuple(meta["input"]["shape"][2:])
-    pad = float(meta["preprocessing"].get("pad_value", 0.0))
+    size, pad = input_size(meta), pad_value(meta)
     photos = calibration_photos(calibration, meta["model"], size)
     labelled = labelled_set(meta, eval_ann, eval_images)
     fp32_path = Path(fp32_dir) / meta["artifact"]
@@ -482,7 +501,8 @@ def quantize_export(fp32_dir: str | Path, out_dir: str | Path, *, calibration: s
                                      max_ap_drop=max_ap_drop)
         else:
             settings = quantize_onnxruntime(fp32_path, artifact, list(photos.values()), size, pad)
-        report = accuracy_report(OnnxRunner(fp32_path), OnnxRunner(artifact), meta, photos, labelled)
+        reference = fp32_reference(OnnxRunner(fp32_path), meta, photos, labelled)
+        report = accuracy_report(reference, OnnxRunner(artifact), meta, photos, labelled)
         drop = report.get("ap", {}).get("ap_drop_points", 0.0)
         if drop > max_ap_drop:
             raise QuantizationError(f"int8 export refused: AP drop {drop:.2f} points exceeds --max-ap-drop "

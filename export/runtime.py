@@ -51,9 +51,6 @@ class TorchScriptRunner:
         return {name: v.numpy() for name, v in zip(self.outputs, values)}
 
 
-OPENVINO_PRECISIONS = RUNTIME_PRECISIONS  # f32, bf16
-
-
 def bf16_supported() -> bool:
     """Whether OpenVINO is installed and this CPU computes in bfloat16 natively (AVX512-BF16 or AMX)."""
     try:
@@ -72,8 +69,8 @@ class OpenVinoRunner:
     def __init__(self, path: str | Path, precision: str = F32, threads: int | None = None) -> None:
         import openvino as ov
 
-        if precision not in OPENVINO_PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(OPENVINO_PRECISIONS)}, not {precision!r}")
+        if precision not in RUNTIME_PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(RUNTIME_PRECISIONS)}, not {precision!r}")
         if precision == BF16 and not bf16_supported():
             raise RuntimeError("this CPU has no native bfloat16 (AVX512-BF16 or AMX): use precision f32")
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision,
