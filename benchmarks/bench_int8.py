@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import report  # noqa: E402
 
 from export.api import export_model  # noqa: E402
+from export.artifact import pad_value, read_metadata  # noqa: E402
 from export.fastest import time_runners  # noqa: E402
 from export.quantize import METHODS, calibration_photos, quantize_export, summary  # noqa: E402
 from export.runtime import OnnxRunner, OpenVinoRunner, Runner, bf16_supported  # noqa: E402
@@ -52,6 +53,13 @@ def fp32_export(model: str, size: int, tmp: Path) -> tuple[Path, str]:
     return path.parent, "random"
 
 
+def letterboxed_batch(export_dir: Path, model: str, size: int, n: int) -> np.ndarray:
+    """``n`` calibration photos (repeated as needed) letterboxed as the export at ``export_dir`` expects."""
+    photos = list(calibration_photos(None, model, (size, size)).values())
+    pad = pad_value(read_metadata(export_dir))
+    return np.stack([letterbox(photos[i % len(photos)], (size, size), pad)[0] for i in range(n)])
+
+
 def measure(model: str, size: int, batches: tuple[int, ...], args: argparse.Namespace, tmp: Path) -> dict:
     """Rates by (runtime, precision, tool, batch), the int8 accuracy reports and speedups of one model."""
     fp32_dir, weights = fp32_export(model, size, tmp)
@@ -68,10 +76,9 @@ def measure(model: str, size: int, batches: tuple[int, ...], args: argparse.Name
     for method, path in int8.items():
         runners["onnxruntime", "int8", method] = OnnxRunner(path, args.threads)
         runners["openvino", "int8", method] = OpenVinoRunner(path, "f32", args.threads)
-    photos = list(calibration_photos(None, model, (size, size)).values())
     rates = {}
     for n in batches:
-        images = np.stack([letterbox(photos[i % len(photos)], (size, size), 114 / 255)[0] for i in range(n)])
+        images = letterboxed_batch(fp32_dir, model, size, n)
         print(f"{model}: timing batch {n}", flush=True)
         rates |= {(*key, n): rate for key, rate in time_runners(runners, images, args.rounds, args.repeats).items()}
     speedups = {}

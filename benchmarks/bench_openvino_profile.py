@@ -19,11 +19,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import report  # noqa: E402
-from bench_int8 import MODELS, fp32_export  # noqa: E402
+from bench_int8 import MODELS, fp32_export, letterboxed_batch  # noqa: E402
 
-from export.quantize import calibration_photos, quantize_export  # noqa: E402
+from export.quantize import quantize_export  # noqa: E402
 from export.runtime import bf16_supported  # noqa: E402
-from zoo.letterbox import letterbox  # noqa: E402
 
 
 def profile(path: Path, precision: str, images: np.ndarray, calls: int, threads: int) -> dict[tuple[str, str], float]:
@@ -59,8 +58,7 @@ def main() -> int:
         fp32_dir, weights = fp32_export(args.model, size, Path(tmp))
         int8_dir = Path(tmp) / "int8"
         quantize_export(fp32_dir, int8_dir, method="nncf")
-        photos = list(calibration_photos(None, args.model, (size, size)).values())
-        images = np.stack([letterbox(photos[i % len(photos)], (size, size), 114 / 255)[0] for i in range(args.batch)])
+        images = letterboxed_batch(fp32_dir, args.model, size, args.batch)
         runs = {"fp32": (fp32_dir / "model.onnx", "f32"), "int8": (int8_dir / "model.onnx", "f32")}
         if bf16_supported():
             runs["bf16"] = (fp32_dir / "model.onnx", "bf16")

@@ -19,17 +19,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import RESULTS, report  # noqa: E402
 
-from training.demo import load_tile  # noqa: E402
+from training.demo import MODEL_NAME, load_tile  # noqa: E402
 from training.demo_data import HELDOUT_TILE, TRAIN_TILES, ensure_demo_data  # noqa: E402
 from training.transfer_experiment import WAYS, Schedule, plot_curves, run, save_weights  # noqa: E402
 from zoo.registry import get_spec  # noqa: E402
 
-SHIPPED_TREE_MODEL = "retinanet_lite0_neon_trees"
-
 
 def shipped_ap50() -> float:
     """The held-out AP50 in the shipped tree model's registry entry (the same protocol)."""
-    return next(m.value for m in get_spec(SHIPPED_TREE_MODEL).metrics if m.name == "AP50" and m.of_these_weights)
+    return next(m.value for m in get_spec(MODEL_NAME).metrics if m.name == "AP50" and m.of_these_weights)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     result, models = run(train_tiles, heldout, schedule, jobs=args.jobs)
     minutes = round((time.perf_counter() - t0) / 60, 1)
-    reference = (SHIPPED_TREE_MODEL, shipped_ap50())
+    reference = (MODEL_NAME, shipped_ap50())
     command = "python benchmarks/bench_transfer.py " + " ".join(sys.argv[1:] if argv is None else argv)
     rows = result["rows"]
     table = [[it] + [v for way in WAYS for r in rows if r["way"] == way and r["iteration"] == it

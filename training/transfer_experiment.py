@@ -37,7 +37,7 @@ from torch import Tensor
 from zoo.models.yolox import YOLOX, grid_and_strides, yolox_nano
 
 from . import distributed
-from .demo import Tile, WindowDataset, heldout_ap
+from .demo import CATEGORIES, CATEGORIES_KEY, Tile, WindowDataset, heldout_ap
 from .engine import Trainer
 from .recipes import Recipe
 
@@ -78,7 +78,7 @@ def build(way: str, state: dict[str, Tensor], source_class: int, seed: int = 0) 
         raise ValueError(f"way must be one of {', '.join(WAYS)}, got {way!r}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = yolox_nano(2, frozen_bn=way != "scratch")
+        model = yolox_nano(len(CATEGORIES) + 1, frozen_bn=way != "scratch")
     if way == "backbone+head":
         from zoo.convert import transfer_head
 
@@ -274,10 +274,10 @@ def save_weights(model: YOLOX, out: str | Path, name: str, facts: dict) -> Path:
     from zoo import checkpoint
     from zoo.preprocess import YOLOX_416
 
-    spec = {"name": name, "arch": ARCH, "num_classes": 2, "categories": "neon_trees",
+    spec = {"name": name, "arch": ARCH, "num_classes": len(CATEGORIES) + 1, "categories": CATEGORIES_KEY,
             "preprocessing": YOLOX_416.to_dict()}
-    return checkpoint.save_weights(model.state_dict(), out, {"arch": ARCH, "categories": ["tree"], "model": name,
-                                                             "spec": spec, "run": facts})
+    return checkpoint.save_weights(model.state_dict(), out, {"arch": ARCH, "categories": list(CATEGORIES),
+                                                             "model": name, "spec": spec, "run": facts})
 
 
 __all__ = ["INIT", "WAYS", "Schedule", "build", "evaluate", "pick_source_class", "plot_curves", "predict_native", "run",
